@@ -1,0 +1,187 @@
+"""The Quamotion Cloud API's shape, in one place: endpoint paths, record fields and job statuses.
+
+Nothing here performs I/O. Paths without a leading ``/`` are *project-relative*: they resolve
+against the project's API root ``{host}{relativeUrl}api/``. Paths with a leading ``/`` resolve
+from the host root. See ``shared/reference/quamotion-cloud-api.md`` for the evidence behind them.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# --- defaults -------------------------------------------------------------------------------------
+
+DEFAULT_HOST = "https://cloud.quamotion.mobi"
+DEFAULT_RESOURCE = "https://cloud.quamotion.mobi/"
+DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
+DEFAULT_TENANT = "common"
+
+# --- endpoints ------------------------------------------------------------------------------------
+
+VERSION = "/api/version"
+LOGIN = "/api/login"
+PROJECTS = "/api/project"
+APPLICATIONS = "app"
+TEST_PACKAGES = "testPackage"
+DEVICE_GROUPS = "deviceGroup"
+TEST_RUNS = "testRun"
+SCHEDULES = "schedule"
+UPLOAD_FILE_FIELD = "files"
+LOGIN_API_KEY_FIELD = "apiKey"
+
+
+def test_run_jobs(test_run_id: str) -> str:
+    """Project-relative path of a test run's jobs."""
+    return f"testRun/{_segment(test_run_id)}/jobs"
+
+
+def job(job_id: int | str) -> str:
+    """Project-relative path of one job."""
+    return f"job/{_segment(job_id)}"
+
+
+def job_log(job_id: int | str, *, live: bool = False) -> str:
+    """Project-relative path of a job's plain-text log (``live`` follows it while it runs)."""
+    return f"job/{_segment(job_id)}/log" + ("/live" if live else "")
+
+
+def job_artifacts(job_id: int | str) -> str:
+    """Project-relative path of a job's artifacts zip."""
+    return f"job/{_segment(job_id)}/artifacts"
+
+
+def schedule(schedule_id: int | str) -> str:
+    """Project-relative path of one schedule."""
+    return f"schedule/{_segment(schedule_id)}"
+
+
+def _segment(value: int | str) -> str:
+    text = str(value)
+    if not text or "/" in text or text in {".", ".."} or "?" in text or "#" in text:
+        raise ValueError(f"{value!r} is not a valid path segment (an id must not contain '/', '?' or '#')")
+    return text
+
+
+# --- record fields --------------------------------------------------------------------------------
+
+PROJECT_NAME = "name"
+PROJECT_RELATIVE_URL = "relativeUrl"
+TEST_RUN_ID = "testRunId"
+TEST_RUN_SCHEDULED = "scheduled"
+JOB_ID = "id"
+JOB_NAME = "name"
+JOB_STATUS = "status"
+JOB_HAS_ARTIFACTS = "hasArtifacts"
+LIST_WRAPPER_KEY = "value"
+
+
+def unwrap_list(payload: Any) -> list[Any]:
+    """Return a list reply's records: a bare JSON array, or one wrapped as ``{"value": [...]}``."""
+    if isinstance(payload, list):
+        return payload
+    if isinstance(payload, Mapping) and isinstance(payload.get(LIST_WRAPPER_KEY), list):
+        return list(payload[LIST_WRAPPER_KEY])
+    raise TypeError(
+        f"expected a JSON array (or an object with a {LIST_WRAPPER_KEY!r} array), got {type(payload).__name__}"
+    )
+
+
+# --- resources the export operator knows ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A listable collection: where it lives and whether it is windowed on ``scheduled``."""
+
+    name: str
+    endpoint: str
+    windowed: bool = False
+
+
+RESOURCES: dict[str, Resource] = {
+    r.name: r
+    for r in (
+        Resource("projects", PROJECTS),
+        Resource("applications", APPLICATIONS),
+        Resource("test_packages", TEST_PACKAGES),
+        Resource("device_groups", DEVICE_GROUPS),
+        Resource("schedules", SCHEDULES),
+        Resource("test_runs", TEST_RUNS, windowed=True),
+        Resource("jobs", TEST_RUNS, windowed=True),
+    )
+}
+
+# --- job statuses and a run's state ---------------------------------------------------------------
+
+
+class JobStatus(str, enum.Enum):
+    """A test job's status (GitLab CI's vocabulary, which Quamotion Cloud reports)."""
+
+    CREATED = "created"
+    PENDING = "pending"
+    RUNNING = "running"
+    WAITING_FOR_RESOURCE = "waiting_for_resource"
+    PREPARING = "preparing"
+    SCHEDULED = "scheduled"
+    MANUAL = "manual"
+    SUCCESS = "success"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    SKIPPED = "skipped"
+
+    @classmethod
+    def parse(cls, value: Any) -> JobStatus:
+        """Parse a status; an unknown one raises ``ValueError`` naming the known ones."""
+        try:
+            return cls(str(value).strip().lower())
+        except ValueError:
+            known = ", ".join(s.value for s in cls)
+            raise ValueError(f"unknown job status {value!r}; known statuses: {known}") from None
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether a job in this status has finished."""
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({JobStatus.SUCCESS, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.SKIPPED})
+
+
+class TestRunState(str, enum.Enum):
+    """A test run's state, derived from its jobs (the API gives runs no status of their own)."""
+
+    __test__ = False  # not a pytest test class
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the run has finished."""
+        return self in (TestRunState.SUCCESS, TestRunState.FAILED)
+
+
+def test_run_state(jobs: Iterable[Mapping[str, Any]], *, allow_skipped: bool = False) -> TestRunState:
+    """Derive a run's state from its jobs.
+
+    No jobs: queued. Any job unfinished: running. All finished: success when every job is
+    ``success`` (or ``skipped`` with ``allow_skipped``), else failed.
+
+    :param jobs: the run's jobs as returned by ``testRun/{id}/jobs``.
+    :param allow_skipped: count ``skipped`` jobs as passed.
+    """
+    statuses = [JobStatus.parse(j.get(JOB_STATUS)) for j in jobs]
+    if not statuses:
+        return TestRunState.QUEUED
+    if not all(s.is_terminal for s in statuses):
+        return TestRunState.RUNNING
+    passed = {JobStatus.SUCCESS, JobStatus.SKIPPED} if allow_skipped else {JobStatus.SUCCESS}
+    return TestRunState.SUCCESS if all(s in passed for s in statuses) else TestRunState.FAILED
+
+
+test_run_state.__test__ = False  # type: ignore[attr-defined]
