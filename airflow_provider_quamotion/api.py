@@ -166,7 +166,7 @@ class TestRunState(str, enum.Enum):
         return self in (TestRunState.SUCCESS, TestRunState.FAILED)
 
 
-def test_run_state(jobs: Iterable[Mapping[str, Any]], *, allow_skipped: bool = False) -> TestRunState:
+def run_state_from_jobs(jobs: Iterable[Mapping[str, Any]], *, allow_skipped: bool = False) -> TestRunState:
     """Derive a run's state from its jobs.
 
     No jobs: queued. Any job unfinished: running. All finished: success when every job is
@@ -182,6 +182,3 @@ def test_run_state(jobs: Iterable[Mapping[str, Any]], *, allow_skipped: bool = F
         return TestRunState.RUNNING
     passed = {JobStatus.SUCCESS, JobStatus.SKIPPED} if allow_skipped else {JobStatus.SUCCESS}
     return TestRunState.SUCCESS if all(s in passed for s in statuses) else TestRunState.FAILED
-
-
-test_run_state.__test__ = False  # type: ignore[attr-defined]

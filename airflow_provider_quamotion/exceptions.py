@@ -15,7 +15,9 @@ BODY_EXCERPT_CHARS = 300
 
 _SECRET_PATTERNS = (
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
-    re.compile(r"(?i)(\"?(?:access_token|client_secret|apikey|api_key|password|token)\"?\s*[:=]\s*\"?)[^\"&\s,}]+"),
+    re.compile(
+        r"(?i)(\"?(?:access_token|client_secret|apikey|api_key|password|token)\"?\s*[:=]\s*\"?)[^\"&\s,}]+"
+    ),
     re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"),  # a JWT anywhere
 )
 

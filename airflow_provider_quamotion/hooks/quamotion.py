@@ -1,0 +1,352 @@
+"""QuamotionHook and its async twin: connection -> settings -> authenticated client, plus resource methods.
+
+Nothing here touches the network, builds an msal application or reads the connection until a method
+that needs it runs. The auth lives in :mod:`airflow_provider_quamotion.auth`, the request policy in
+:mod:`airflow_provider_quamotion.transport` and the API's shape in :mod:`airflow_provider_quamotion.api`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator, Mapping
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseHook
+
+from airflow_provider_quamotion import CONN_TYPE, api
+from airflow_provider_quamotion.auth import CachedTokenProvider, token_provider
+from airflow_provider_quamotion.exceptions import QuamotionConfigError, QuamotionError, QuamotionNotFoundError
+from airflow_provider_quamotion.settings import QuamotionSettings, settings_from_connection
+from airflow_provider_quamotion.transport import (
+    AsyncQuamotionClient,
+    QuamotionSession,
+    iter_json_records,
+    parse_json,
+)
+from airflow_provider_quamotion.uploads import MultipartFile
+
+if TYPE_CHECKING:
+    import requests
+
+DEFAULT_CONN_ID = "quamotion_default"
+COPY_CHUNK_BYTES = 1024 * 1024
+
+
+def _settings_of(conn: Any, conn_id: str, overrides: Mapping[str, Any]) -> QuamotionSettings:
+    return settings_from_connection(
+        conn_id=conn_id,
+        host=conn.host,
+        login=conn.login,
+        password=conn.password,
+        extra=conn.extra,
+        port=conn.port,
+        overrides=overrides,
+    )
+
+
+class QuamotionHook(BaseHook):
+    """Talk to Quamotion Cloud with an Airflow connection of type ``quamotion``.
+
+    Tokens come from Azure AD client credentials (MSAL) or an API key, cached per process and
+    credentials, and renewed before expiry or on a 401. Every call follows one transport policy:
+    retries with ``Retry-After``, TLS, proxies, timeouts, and the bearer sent only to the connection's
+    own origin over https.
+
+    :param quamotion_conn_id: the Airflow connection ID.
+    :param settings: per-hook overrides of the connection's settings, e.g. ``timeout=30``,
+        ``project="acme"``, ``retry=RetryPolicy(max_attempts=3)``.
+    """
+
+    conn_name_attr = "quamotion_conn_id"
+    default_conn_name = DEFAULT_CONN_ID
+    conn_type = CONN_TYPE
+    hook_name = "Quamotion Cloud"
+
+    def __init__(self, quamotion_conn_id: str = DEFAULT_CONN_ID, **settings: Any) -> None:
+        super().__init__()
+        self.quamotion_conn_id = quamotion_conn_id
+        self._overrides = settings
+        self._pool_size = int(settings.pop("pool_size", 32))
+
+    # connection -> settings -> client ------------------------------------------------------------
+
+    @cached_property
+    def settings(self) -> QuamotionSettings:
+        """The connection's validated settings (read on first use)."""
+        return _settings_of(
+            self.get_connection(self.quamotion_conn_id), self.quamotion_conn_id, self._overrides
+        )
+
+    @cached_property
+    def token_provider(self) -> CachedTokenProvider:
+        """Tokens for these settings, from the process-wide cache."""
+        return token_provider(self.settings)
+
+    def get_conn(self) -> QuamotionSession:
+        """A pooled ``requests.Session`` whose calls carry and renew the bearer and follow the policy."""
+        return self._session
+
+    @cached_property
+    def _session(self) -> QuamotionSession:
+        return QuamotionSession(self.settings, self.token_provider, pool_size=self._pool_size)
+
+    def get_token(self) -> str:
+        """A current bearer token (cached per process). Never log it."""
+        return self.token_provider.get_token()
+
+    def close(self) -> None:
+        """Close pooled connections."""
+        if "_session" in self.__dict__:
+            self._session.close()
+            del self.__dict__["_session"]
+
+    # requests ----------------------------------------------------------------------------------------
+
+    def url_for(self, endpoint: str) -> str:
+        """The absolute URL of ``endpoint`` (looks the project up for project-relative ones)."""
+        return self.get_conn().url_for(endpoint)
+
+    def request(self, method: str, endpoint: str, **kwargs: Any) -> requests.Response:
+        """Call ``endpoint`` and return the reply; non-2xx replies raise typed errors.
+
+        :param method: HTTP method.
+        :param endpoint: ``"testRun"`` (project-relative), ``"/api/version"`` (host root), or an
+            absolute URL on the connection's own origin.
+        :param kwargs: passed to ``requests`` (``params``, ``json``, ``data``, ``files``, ``headers``,
+            ``stream``...).
+        """
+        return self.get_conn().request(method, endpoint, **kwargs)
+
+    def get_json(self, endpoint: str, **kwargs: Any) -> Any:
+        """GET ``endpoint`` and parse its JSON (a clear error when the reply is not JSON)."""
+        return parse_json(self.request("GET", endpoint, **kwargs))
+
+    def list_records(self, endpoint: str, **kwargs: Any) -> list[Any]:
+        """GET a list endpoint; accepts a bare array or ``{"value": [...]}``."""
+        payload = self.get_json(endpoint, **kwargs)
+        try:
+            return api.unwrap_list(payload)
+        except TypeError as err:
+            raise QuamotionError(f"GET {endpoint}: {err}") from None
+
+    def iter_records(
+        self, endpoint: str, *, params: Mapping[str, Any] | None = None, record_path: str | None = None
+    ) -> Iterator[Any]:
+        """Stream a list endpoint's records, parsed incrementally (constant memory for any size).
+
+        :param endpoint: the list endpoint.
+        :param params: query parameters.
+        :param record_path: dotted path of the array inside the reply (default: the reply itself or
+            its ``value``).
+        """
+        response = self.request("GET", endpoint, params=params, stream=True)
+        return iter_json_records(response, record_path)
+
+    # resources ---------------------------------------------------------------------------------------
+
+    def get_version(self) -> Any:
+        """``GET /api/version``: the service's version (JSON, or text when it is not JSON)."""
+        response = self.request("GET", api.VERSION)
+        try:
+            return response.json()
+        except ValueError:
+            return response.text
+
+    def list_projects(self) -> list[dict[str, Any]]:
+        """The projects this account sees."""
+        return self.list_records(api.PROJECTS)
+
+    def list_applications(self) -> list[dict[str, Any]]:
+        """The project's applications."""
+        return self.list_records(api.APPLICATIONS)
+
+    def upload_application(self, path: str | os.PathLike[str] | Any) -> dict[str, Any]:
+        """Upload an .apk or .ipa (a local path or an ``ObjectStoragePath``), streamed; returns the item."""
+        return self._upload(api.APPLICATIONS, path)
+
+    def list_test_packages(self) -> list[dict[str, Any]]:
+        """The project's test packages."""
+        return self.list_records(api.TEST_PACKAGES)
+
+    def upload_test_package(self, path: str | os.PathLike[str] | Any) -> dict[str, Any]:
+        """Upload a test package (a local path or an ``ObjectStoragePath``), streamed; returns the item."""
+        return self._upload(api.TEST_PACKAGES, path)
+
+    def _upload(self, endpoint: str, path: str | os.PathLike[str] | Any) -> dict[str, Any]:
+        with MultipartFile.open(path, field=api.UPLOAD_FILE_FIELD) as body:
+            response = self.request("POST", endpoint, data=body, headers={"Content-Type": body.content_type})
+        items = api.unwrap_list(parse_json(response))
+        if not items:
+            raise QuamotionError(f"POST {endpoint}: the upload of {body.filename!r} returned no item.")
+        return dict(items[0])
+
+    def list_device_groups(self) -> list[dict[str, Any]]:
+        """The project's device groups."""
+        return self.list_records(api.DEVICE_GROUPS)
+
+    def list_test_runs(self) -> list[dict[str, Any]]:
+        """Every test run (the API does not page). For large accounts prefer :meth:`iter_test_runs`."""
+        return self.list_records(api.TEST_RUNS)
+
+    def iter_test_runs(self) -> Iterator[dict[str, Any]]:
+        """Every test run, streamed."""
+        return self.iter_records(api.TEST_RUNS)
+
+    def get_test_run(self, test_run_id: str) -> dict[str, Any]:
+        """One test run (the API has no GET by id: the list is streamed and filtered)."""
+        for run in self.iter_test_runs():
+            if isinstance(run, Mapping) and run.get(api.TEST_RUN_ID) == test_run_id:
+                return dict(run)
+        raise QuamotionNotFoundError(
+            f"Test run {test_run_id!r} does not exist in this project. Check the id (XCom of the task that "
+            "started it) and the connection's project.",
+            status=404,
+        )
+
+    def start_test_run(
+        self,
+        app: Mapping[str, Any],
+        test_package: Mapping[str, Any],
+        device_group_id: str,
+        *,
+        parameters: str = "",
+        environment: Mapping[str, str] | None = None,
+        schedule: str = "",
+        results_callback: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Start a test run (``POST testRun``; never repeated by a retry once it may have arrived).
+
+        :param app: the application record (or ``operatingSystem``, ``appId``, ``version``).
+        :param test_package: the test package (``name``, ``version``).
+        :param device_group_id: the device group's id (or name).
+        :param parameters: test script parameters.
+        :param environment: test script environment variables.
+        :param schedule: ``""`` to run now, or a cron string for a recurring run.
+        :param results_callback: ``{"apiKey", "endPoint"}`` to be called back with results.
+        """
+        body = {
+            "app": dict(app),
+            "testPackage": {"name": test_package.get("name"), "version": test_package.get("version")},
+            "deviceGroupId": device_group_id,
+            "schedule": schedule,
+            "testScriptParameters": parameters,
+            "testScriptEnvironmentVariables": dict(environment or {}),
+            "resultsCallBack": dict(results_callback or {"apiKey": "", "endPoint": ""}),
+        }
+        run = parse_json(self.request("POST", api.TEST_RUNS, json=body))
+        if not isinstance(run, Mapping) or not run.get(api.TEST_RUN_ID):
+            raise QuamotionError(f"POST testRun returned no {api.TEST_RUN_ID}: {json.dumps(run)[:200]}")
+        return dict(run)
+
+    def list_jobs(self, test_run_id: str) -> list[dict[str, Any]]:
+        """A test run's jobs (empty while it is queued)."""
+        return self.list_records(api.test_run_jobs(test_run_id))
+
+    def get_job(self, job_id: int | str) -> dict[str, Any]:
+        """One job."""
+        job = self.get_json(api.job(job_id))
+        if not isinstance(job, Mapping):
+            raise QuamotionError(f"GET job/{job_id} did not return an object")
+        return dict(job)
+
+    def get_job_log(self, job_id: int | str) -> str:
+        """A job's plain-text log."""
+        return self.request("GET", api.job_log(job_id)).text
+
+    def download_job_log(self, job_id: int | str, destination: str | os.PathLike[str] | Any) -> str:
+        """Stream a job's log to a local path or ``ObjectStoragePath``; returns the destination."""
+        return self._download(api.job_log(job_id), destination)
+
+    def download_job_artifacts(self, job_id: int | str, destination: str | os.PathLike[str] | Any) -> str:
+        """Stream a job's artifacts zip to a local path or ``ObjectStoragePath``; returns the destination."""
+        return self._download(api.job_artifacts(job_id), destination)
+
+    def download(self, endpoint: str, destination: str | os.PathLike[str] | Any, **kwargs: Any) -> str:
+        """Stream any endpoint's body to a local path or ``ObjectStoragePath``, atomically.
+
+        The body goes to a temporary object beside the destination, moved into place when complete:
+        a failed download leaves nothing behind.
+        """
+        return self._download(endpoint, destination, **kwargs)
+
+    def _download(self, endpoint: str, destination: str | os.PathLike[str] | Any, **kwargs: Any) -> str:
+        from airflow_provider_quamotion.storage import atomic_writer
+
+        with (
+            self.request("GET", endpoint, stream=True, **kwargs) as response,
+            atomic_writer(destination) as out,
+        ):
+            response.raw.decode_content = True
+            shutil.copyfileobj(response.raw, out, COPY_CHUNK_BYTES)
+        return str(destination)
+
+    def list_schedules(self) -> list[dict[str, Any]]:
+        """The project's test run schedules."""
+        return self.list_records(api.SCHEDULES)
+
+    def delete_schedule(self, schedule_id: int | str) -> None:
+        """Delete a schedule."""
+        self.request("DELETE", api.schedule(schedule_id))
+
+    # Airflow UI / CLI --------------------------------------------------------------------------------
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Get a token and call ``/api/version``: what the UI's Test button and ``airflow connections test`` show."""
+        try:
+            version = self.get_version()
+        except (QuamotionError, QuamotionConfigError) as err:
+            return False, str(err)
+        except Exception as err:  # the UI must show a message, whatever failed
+            return False, f"{type(err).__name__}: {err}"
+        shown = json.dumps(version)[:120] if not isinstance(version, str) else version[:120]
+        return True, f"Connected to Quamotion Cloud at {self.settings.base_url} (version {shown})."
+
+
+class QuamotionAsyncHook(BaseHook):
+    """The async twin of :class:`QuamotionHook`, for triggers: same settings, auth, policy and errors.
+
+    The connection is read with ``aget_connection``; tokens come from the same process-wide cache
+    without blocking the event loop.
+
+    :param quamotion_conn_id: the Airflow connection ID.
+    :param settings: per-hook overrides of the connection's settings.
+    """
+
+    conn_name_attr = "quamotion_conn_id"
+    default_conn_name = DEFAULT_CONN_ID
+    conn_type = CONN_TYPE
+    hook_name = "Quamotion Cloud"
+
+    def __init__(self, quamotion_conn_id: str = DEFAULT_CONN_ID, **settings: Any) -> None:
+        super().__init__()
+        self.quamotion_conn_id = quamotion_conn_id
+        self._overrides = settings
+        self._client: AsyncQuamotionClient | None = None
+
+    async def client(self) -> AsyncQuamotionClient:
+        """The async client (reads the connection on first use)."""
+        if self._client is None:
+            conn = await self.aget_connection(self.quamotion_conn_id)
+            settings = _settings_of(conn, self.quamotion_conn_id, self._overrides)
+            self._client = AsyncQuamotionClient(settings, token_provider(settings))
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close pooled connections."""
+        if self._client is not None:
+            await self._client.aclose()
+
+    async def request(self, method: str, endpoint: str, **kwargs: Any) -> Any:
+        """Call ``endpoint``; returns the ``httpx.Response``; non-2xx replies raise typed errors."""
+        return await (await self.client()).request(method, endpoint, **kwargs)
+
+    async def get_json(self, endpoint: str, **kwargs: Any) -> Any:
+        """GET ``endpoint`` and parse its JSON."""
+        return parse_json(await self.request("GET", endpoint, **kwargs))
+
+    async def list_jobs(self, test_run_id: str) -> list[dict[str, Any]]:
+        """A test run's jobs."""
+        return api.unwrap_list(await self.get_json(api.test_run_jobs(test_run_id)))

@@ -1,0 +1,328 @@
+"""Connection -> settings: read a ``quamotion`` Airflow connection into one validated, immutable object.
+
+Pure: no network call, no msal or requests import. Used by the sync hook (``get_connection``) and the
+async hook (``aget_connection``) alike, so both read a connection by the same rules.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+from airflow_provider_quamotion import CONN_TYPE, api
+from airflow_provider_quamotion.exceptions import QuamotionConfigError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 60.0
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How the transport retries: which failures, how often, how long it waits.
+
+    Waits grow exponentially with full jitter, ``Retry-After`` (seconds or an HTTP date) wins when the
+    server sends one, and every wait is capped. Idempotent methods retry on 429, 5xx, dropped
+    connections and timeouts; non-idempotent ones (POST, PATCH) only where the request certainly was
+    not processed (429, connection refused, connect timeout), so remote work is never duplicated.
+
+    :param max_attempts: attempts in all, the first included.
+    :param backoff_initial: first exponential wait, seconds.
+    :param backoff_max: cap of an exponential wait, seconds.
+    :param retry_after_max: cap of a server-requested ``Retry-After`` wait, seconds.
+    :param retry_statuses: HTTP statuses that are retried for idempotent methods.
+    """
+
+    max_attempts: int = 6
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    retry_after_max: float = 300.0
+    retry_statuses: frozenset[int] = frozenset({429, 500, 502, 503, 504})
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise QuamotionConfigError("RetryPolicy.max_attempts must be at least 1")
+        if self.backoff_initial < 0 or self.backoff_max < 0 or self.retry_after_max < 0:
+            raise QuamotionConfigError("RetryPolicy waits must not be negative")
+
+
+@dataclass(frozen=True)
+class QuamotionSettings:
+    """Everything a client needs to talk to Quamotion Cloud, read from a connection.
+
+    :param base_url: API base URL, scheme and host (and port), no trailing slash.
+    :param client_id: Azure AD application (client) ID.
+    :param client_secret: Azure AD client secret.
+    :param api_key: Quamotion API key, the alternative to client credentials.
+    :param tenant_id: Azure AD tenant (GUID or domain).
+    :param authority_host: Azure AD authority host.
+    :param resource: token audience, with its trailing slash.
+    :param project: project name; ``None`` picks the only project the account sees.
+    :param verify: ``True``, ``False`` or a CA bundle path; governs every call.
+    :param timeout: connect and read timeout of every call, seconds.
+    :param proxies: ``{"https": url, "http": url}`` for every call.
+    :param retry: the retry policy.
+    """
+
+    base_url: str = api.DEFAULT_HOST
+    client_id: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+    api_key: str | None = field(default=None, repr=False)
+    tenant_id: str = api.DEFAULT_TENANT
+    authority_host: str = api.DEFAULT_AUTHORITY_HOST
+    resource: str = api.DEFAULT_RESOURCE
+    project: str | None = None
+    verify: bool | str = True
+    timeout: float = DEFAULT_TIMEOUT
+    proxies: Mapping[str, str] | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    @property
+    def scope(self) -> str:
+        """The client-credentials scope: the resource + ``/.default`` (two slashes for Quamotion)."""
+        return self.resource + "/.default"
+
+    @property
+    def authority(self) -> str:
+        """The MSAL authority URL."""
+        return f"{self.authority_host}/{self.tenant_id}"
+
+    @property
+    def origin(self) -> str:
+        """``scheme://host[:port]`` of the API: the only place the bearer token may go."""
+        return origin_of(self.base_url)
+
+    @property
+    def uses_api_key(self) -> bool:
+        """Whether tokens come from ``POST /api/login`` rather than Azure AD."""
+        return bool(self.api_key) and not (self.client_id and self.client_secret)
+
+    def secrets(self) -> tuple[str, ...]:
+        """Secret values to keep out of every message and log."""
+        return tuple(s for s in (self.client_secret, self.api_key) if s)
+
+
+def origin_of(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``, lower-cased, default ports dropped."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    if port is None or (scheme, port) in (("https", 443), ("http", 80)):
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
+
+
+def is_loopback(url: str) -> bool:
+    """Whether ``url`` points at this machine (plain http is allowed there only)."""
+    return (urlsplit(url).hostname or "").lower() in LOOPBACK_HOSTS
+
+
+def extra_value(extra: Mapping[str, Any], name: str) -> Any:
+    """An extra field by bare name or as the UI form saved it (``extra__quamotion__<name>``)."""
+    for key in (name, f"extra__{CONN_TYPE}__{name}"):
+        value = extra.get(key)
+        if value not in (None, ""):
+            return value
+    return None
+
+
+def parse_extra(raw: str | Mapping[str, Any] | None, conn_id: str) -> dict[str, Any]:
+    """The connection's extra as a dict, with a clear error when it is not a JSON object."""
+    if raw in (None, ""):
+        return {}
+    if isinstance(raw, Mapping):
+        return dict(raw)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise QuamotionConfigError(
+            f"Connection {conn_id!r}: the extra field is not valid JSON ({err.msg} at position {err.pos}). "
+            'Set it to a JSON object such as {"tenant_id": "contoso.onmicrosoft.com"}.'
+        ) from None
+    if not isinstance(value, dict):
+        raise QuamotionConfigError(
+            f"Connection {conn_id!r}: the extra field must be a JSON object, not {type(value).__name__}."
+        )
+    return value
+
+
+def settings_from_connection(
+    *,
+    conn_id: str,
+    host: str | None,
+    login: str | None,
+    password: str | None,
+    extra: str | Mapping[str, Any] | None,
+    port: int | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> QuamotionSettings:
+    """Validate a connection's fields into :class:`QuamotionSettings`.
+
+    ``overrides`` (the hook's keyword arguments) win over the connection's values.
+
+    :raises QuamotionConfigError: with what is wrong and how to fix it.
+    """
+    ex = parse_extra(extra, conn_id)
+    over = dict(overrides or {})
+    unknown = set(over) - {f for f in QuamotionSettings.__dataclass_fields__}
+    if unknown:
+        raise QuamotionConfigError(
+            f"Unknown Quamotion setting(s): {', '.join(sorted(unknown))}. "
+            f"Known: {', '.join(QuamotionSettings.__dataclass_fields__)}."
+        )
+
+    def pick(name: str, value: Any = None) -> Any:
+        if name in over and over[name] is not None:
+            return over.pop(name)
+        over.pop(name, None)
+        return value if value not in (None, "") else extra_value(ex, name)
+
+    base_url = _base_url(pick("base_url", host), port, conn_id)
+    client_id = pick("client_id", login)
+    client_secret = pick("client_secret", password)
+    api_key = pick("api_key")
+    if not api_key and not (client_id and client_secret):
+        missing = "client ID (login)" if not client_id else "client secret (password)"
+        raise QuamotionConfigError(
+            f"Connection {conn_id!r} has no {missing}. Set the Azure AD application's client ID as the "
+            "login and its client secret as the password, or set api_key in the extra."
+        )
+    tenant_id = str(pick("tenant_id") or "").strip()
+    if not tenant_id:
+        tenant_id = api.DEFAULT_TENANT
+        if not api_key:
+            log.warning(
+                "Connection %r has no tenant_id; using %r as the vendor documents. Azure AD's "
+                "client-credentials flow usually needs a specific tenant: set tenant_id in the extra to "
+                "your tenant's GUID or domain (e.g. contoso.onmicrosoft.com).",
+                conn_id,
+                api.DEFAULT_TENANT,
+            )
+    authority_host = _https_url(
+        pick("authority_host") or api.DEFAULT_AUTHORITY_HOST, "authority_host", conn_id
+    )
+    resource = str(pick("resource") or api.DEFAULT_RESOURCE).strip()
+    if not resource.endswith("/"):
+        log.warning(
+            "Connection %r: resource %r lacks the trailing slash Quamotion Cloud's audience needs; using %r.",
+            conn_id,
+            resource,
+            resource + "/",
+        )
+        resource += "/"
+    project = pick("project")
+    return QuamotionSettings(
+        base_url=base_url,
+        client_id=client_id,
+        client_secret=client_secret,
+        api_key=api_key,
+        tenant_id=tenant_id,
+        authority_host=authority_host,
+        resource=resource,
+        project=str(project).strip() if project else None,
+        verify=_verify(pick("verify"), conn_id),
+        timeout=_timeout(pick("timeout"), conn_id),
+        proxies=_proxies(pick("proxies"), conn_id),
+        retry=pick("retry") or RetryPolicy(),
+    )
+
+
+def with_overrides(settings: QuamotionSettings, **changes: Any) -> QuamotionSettings:
+    """A copy of ``settings`` with some fields changed."""
+    return replace(settings, **changes)
+
+
+def _base_url(value: Any, port: int | None, conn_id: str) -> str:
+    text = str(value or api.DEFAULT_HOST).strip().rstrip("/")
+    if "://" not in text:
+        text = "https://" + text
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise QuamotionConfigError(
+            f"Connection {conn_id!r}: host {value!r} is not an http(s) URL. "
+            f"Set it to the API base URL, e.g. {api.DEFAULT_HOST}."
+        )
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise QuamotionConfigError(
+            f"Connection {conn_id!r}: host {value!r} must be a base URL without a path; "
+            "the project's path comes from the API (relativeUrl)."
+        )
+    if port and parts.port is None:
+        text = f"{parts.scheme}://{parts.hostname}:{port}"
+    if parts.scheme == "http" and not is_loopback(text):
+        raise QuamotionConfigError(
+            f"Connection {conn_id!r}: host {value!r} uses plain http; the bearer token travels only over "
+            "https (plain http is allowed for loopback hosts alone). Use https://."
+        )
+    return text
+
+
+def _https_url(value: Any, name: str, conn_id: str) -> str:
+    text = str(value).strip().rstrip("/")
+    parts = urlsplit(text)
+    if parts.scheme != "https" or not parts.hostname:
+        raise QuamotionConfigError(
+            f"Connection {conn_id!r}: {name} {value!r} must be an https URL "
+            f"(Azure AD and MSAL accept https only), e.g. {api.DEFAULT_AUTHORITY_HOST}."
+        )
+    return text
+
+
+def _verify(value: Any, conn_id: str) -> bool | str:
+    if value is None or value is True:
+        return True
+    if value is False:
+        return False
+    text = str(value).strip()
+    if text.lower() in ("true", "yes", "1", "on"):
+        return True
+    if text.lower() in ("false", "no", "0", "off"):
+        log.warning(
+            "Connection %r turns TLS verification off: replies are not authenticated. "
+            "Prefer verify=<path of a CA bundle>.",
+            conn_id,
+        )
+        return False
+    if not os.path.isfile(text):
+        raise QuamotionConfigError(
+            f"Connection {conn_id!r}: verify={text!r} is neither true/false nor an existing CA bundle file."
+        )
+    return text
+
+
+def _timeout(value: Any, conn_id: str) -> float:
+    if value is None:
+        return DEFAULT_TIMEOUT
+    try:
+        timeout = float(value)
+    except (TypeError, ValueError):
+        timeout = -1.0
+    if timeout <= 0:
+        raise QuamotionConfigError(
+            f"Connection {conn_id!r}: timeout={value!r} must be a positive number of seconds."
+        )
+    return timeout
+
+
+def _proxies(value: Any, conn_id: str) -> dict[str, str] | None:
+    if value in (None, "", {}):
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            value = None
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise QuamotionConfigError(
+            f'Connection {conn_id!r}: proxies must be a JSON object such as {{"https": "http://proxy:3128"}}.'
+        )
+    return {str(k): v for k, v in value.items()}

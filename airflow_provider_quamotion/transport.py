@@ -1,0 +1,655 @@
+"""The transport: one request policy for the sync (``requests``) and async (``httpx``) clients.
+
+The policy is a set of pure functions used by both clients, so both follow the same rules:
+
+* **URL resolution** (:func:`resolve_url`): ``"testRun"`` is project-relative and resolves against
+  ``{host}{relativeUrl}api/``; ``"/api/version"`` resolves from the host root; an absolute URL is
+  allowed for the connection's own origin only.
+* **Origin and https guard** (:func:`check_destination`): the bearer token goes only to the
+  connection's origin and only over https (plain http for loopback hosts alone). Anything else is
+  refused before a request is sent; redirects to another origin lose the ``Authorization`` header.
+* **Retries** (:func:`retry_decision`, :func:`wait_seconds`), run by ``tenacity``: 429, 5xx, dropped
+  connections and timeouts, exponential backoff with full jitter, ``Retry-After`` honoured and
+  capped. A non-idempotent request (POST, PATCH) is retried only when it certainly was not
+  processed (429, connection refused, connect timeout), so remote work is never duplicated.
+  A 401 drops the token, gets a new one and resends once.
+* **TLS, proxies, timeouts** from the connection govern every call; the environment
+  (``REQUESTS_CA_BUNDLE``, ``HTTPS_PROXY``) does not (``trust_env=False``).
+* **Errors** (:func:`error_for_status`): typed exceptions that name method, path, status and the
+  start of the body, never a token or a secret.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import logging
+import random
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urljoin, urlsplit
+
+import requests
+import tenacity
+from requests.adapters import HTTPAdapter
+
+from airflow_provider_quamotion import api
+from airflow_provider_quamotion.exceptions import (
+    QuamotionApiError,
+    QuamotionAuthError,
+    QuamotionConfigError,
+    QuamotionError,
+    QuamotionInsecureRequestError,
+    QuamotionNotFoundError,
+    QuamotionRateLimitedError,
+    excerpt,
+    redact,
+)
+from airflow_provider_quamotion.settings import QuamotionSettings, RetryPolicy, is_loopback, origin_of
+
+if TYPE_CHECKING:
+    import httpx
+
+log = logging.getLogger(__name__)
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+DEFAULT_POOL_SIZE = 32
+
+
+class TokenProvider(Protocol):
+    """What the transport needs from auth: a current bearer token, and a way to drop a rejected one."""
+
+    def get_token(self) -> str:
+        """A valid bearer token (may block on the network)."""
+        ...
+
+    async def aget_token(self) -> str:
+        """A valid bearer token without blocking the event loop."""
+        ...
+
+    def invalidate(self, token: str) -> None:
+        """Forget ``token`` (the API answered 401 to it)."""
+        ...
+
+
+# --- the policy: pure functions -------------------------------------------------------------------
+
+
+def resolve_url(base_url: str, endpoint: str, api_root: Callable[[], str]) -> str:
+    """Resolve ``endpoint`` like a URL reference.
+
+    :param base_url: the connection's base URL.
+    :param endpoint: ``"testRun"`` (project-relative), ``"/api/version"`` (host root) or an absolute URL.
+    :param api_root: returns the project's API root path (e.g. ``/project/acme/api/``); called only
+        for a project-relative endpoint, so the project is looked up only when needed.
+    """
+    endpoint = str(endpoint).strip()
+    if not endpoint:
+        raise QuamotionConfigError("An endpoint is required, e.g. 'testRun' or '/api/version'.")
+    parts = urlsplit(endpoint)
+    if parts.scheme or endpoint.startswith("//"):
+        url = endpoint
+    elif endpoint.startswith("/"):
+        url = urljoin(base_url + "/", endpoint)
+    else:
+        url = urljoin(base_url + api_root(), endpoint)
+    check_destination(url, origin_of(base_url))
+    return url
+
+
+def check_destination(url: str, origin: str) -> None:
+    """Refuse ``url`` unless it is on ``origin`` and uses https (or http on a loopback host)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise QuamotionInsecureRequestError(f"Refused {redact(url)!r}: not an http(s) URL.")
+    if origin_of(url) != origin:
+        raise QuamotionInsecureRequestError(
+            f"Refused a request to {origin_of(url)!r}: the bearer token goes only to the connection's own "
+            f"origin {origin!r}. Use a path such as '/api/version' or 'testRun' instead of another host."
+        )
+    if parts.scheme == "http" and not is_loopback(url):
+        raise QuamotionInsecureRequestError(
+            f"Refused plain http to {origin!r}: the bearer token travels only over https."
+        )
+
+
+def project_api_root(projects: Any, wanted: str | None) -> str:
+    """Pick the project's API root path (``{relativeUrl}api/``) from the ``/api/project`` reply."""
+    records = api.unwrap_list(projects)
+    names = [str(p.get(api.PROJECT_NAME)) for p in records if isinstance(p, Mapping)]
+    if wanted is None:
+        if len(records) != 1:
+            listed = ", ".join(names) or "none"
+            raise QuamotionConfigError(
+                f"This account sees {len(records)} Quamotion projects ({listed}); set 'project' in the "
+                "connection's extra to one of them."
+            )
+        chosen = records[0]
+    else:
+        matches = [p for p in records if isinstance(p, Mapping) and p.get(api.PROJECT_NAME) == wanted]
+        if not matches:
+            raise QuamotionNotFoundError(
+                f"Project {wanted!r} is not visible to this account. Visible projects: "
+                f"{', '.join(names) or 'none'}. Fix 'project' in the connection's extra.",
+                status=404,
+            )
+        chosen = matches[0]
+    relative = str(chosen.get(api.PROJECT_RELATIVE_URL) or f"/project/{chosen.get(api.PROJECT_NAME)}/")
+    if not relative.startswith("/"):
+        relative = "/" + relative
+    if not relative.endswith("/"):
+        relative += "/"
+    return relative + "api/"
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Parse a ``Retry-After`` header: delta-seconds or an HTTP date. ``None`` when absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def wait_seconds(policy: RetryPolicy, attempt: int, retry_after: float | None) -> float:
+    """How long to wait before attempt ``attempt + 1``: ``Retry-After`` if given, else full jitter."""
+    if retry_after is not None:
+        return min(retry_after, policy.retry_after_max)
+    ceiling = min(policy.backoff_max, policy.backoff_initial * (2 ** max(0, attempt - 1)))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def retry_decision(policy: RetryPolicy, method: str, *, status: int | None = None, sent: bool = True) -> bool:
+    """Whether a failed attempt may be retried.
+
+    :param status: the HTTP status, or ``None`` for a transport failure.
+    :param sent: for a transport failure, whether the request may have reached the server.
+    """
+    idempotent = method.upper() in IDEMPOTENT_METHODS
+    if status is None:
+        return idempotent or not sent
+    if status not in policy.retry_statuses:
+        return False
+    return idempotent or status == 429
+
+
+def error_for_status(
+    method: str, url: str, status: int, body: str | bytes | None, headers: Mapping[str, str] | None = None
+) -> QuamotionApiError | QuamotionAuthError:
+    """The typed error for a non-2xx reply."""
+    path = urlsplit(url).path
+    where = f"{method.upper()} {path}"
+    text = excerpt(body)
+    detail = f": {text}" if text else ""
+    if status in (401, 403):
+        challenge = excerpt((headers or {}).get("WWW-Authenticate"))
+        hint = f" ({challenge})" if challenge else ""
+        return QuamotionAuthError(
+            f"{where} was refused with HTTP {status}{hint}{detail}. Check the connection's credentials, "
+            "tenant_id and resource (it must end with '/', e.g. https://cloud.quamotion.mobi/)."
+        )
+    if status == 404:
+        return QuamotionNotFoundError(
+            f"{where} returned HTTP 404 Not Found{detail}", status=status, method=method, url=url
+        )
+    if status == 429:
+        return QuamotionRateLimitedError(
+            f"{where} is still rate limited (HTTP 429) after every retry{detail}",
+            status=status,
+            method=method,
+            url=url,
+        )
+    return QuamotionApiError(
+        f"{where} failed with HTTP {status}{detail}", status=status, method=method, url=url
+    )
+
+
+def transport_error(method: str, url: str, exc: BaseException) -> QuamotionApiError:
+    """The typed error for a connection failure or timeout, after every retry."""
+    return QuamotionApiError(
+        f"{method.upper()} {urlsplit(url).path} failed: {type(exc).__name__}: {redact(str(exc))[:300]}. "
+        "Check the host, proxies, TLS settings (verify) and timeout of the connection.",
+        method=method,
+        url=url,
+    )
+
+
+@dataclass
+class _Retry(Exception):
+    """Raised inside an attempt to ask tenacity for another one."""
+
+    error: QuamotionError
+    retry_after: float | None = None
+    response: Any = None
+
+
+def _retrying(policy: RetryPolicy, method: str, url: str, factory: Any) -> Any:
+    def wait(state: tenacity.RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        return wait_seconds(
+            policy, state.attempt_number, exc.retry_after if isinstance(exc, _Retry) else None
+        )
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "%s %s: attempt %d of %d failed (%s); retrying in %.1f s",
+            method.upper(),
+            urlsplit(url).path,
+            state.attempt_number,
+            policy.max_attempts,
+            exc.error if isinstance(exc, _Retry) else exc,
+            state.upcoming_sleep,
+        )
+
+    return factory(
+        retry=tenacity.retry_if_exception_type(_Retry),
+        wait=wait,
+        stop=tenacity.stop_after_attempt(policy.max_attempts),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+
+
+# --- the sync client ------------------------------------------------------------------------------
+
+
+def _requests_failure_sent(exc: requests.RequestException) -> bool:
+    """Whether a ``requests`` failure may have happened after the request reached the server."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return False
+    if isinstance(exc, requests.ConnectionError):
+        reason = getattr(exc.args[0], "reason", None) if exc.args else None
+        return not (
+            type(reason).__name__ == "NewConnectionError" or isinstance(reason, ConnectionRefusedError)
+        )
+    return True
+
+
+class QuamotionSession(requests.Session):
+    """A ``requests.Session`` that follows the transport policy on every call.
+
+    Endpoints resolve against the connection (``session.get("testRun")``); the bearer token is attached
+    and renewed on 401; retries, TLS, proxies and timeouts come from the settings. Non-2xx replies raise
+    typed errors unless ``raise_for_status=False`` (used for Azure AD's token endpoint, whose error
+    bodies msal reads itself).
+
+    :param settings: the connection's settings.
+    :param token_provider: where bearer tokens come from; ``None`` sends no ``Authorization`` header.
+    :param origin: the only origin this session talks to (default: the API's).
+    :param raise_for_status: raise typed errors for non-2xx replies.
+    :param pool_size: connections kept per host (raise it for concurrent fan-out).
+    """
+
+    def __init__(
+        self,
+        settings: QuamotionSettings,
+        token_provider: TokenProvider | None = None,
+        *,
+        origin: str | None = None,
+        raise_for_status: bool = True,
+        pool_size: int = DEFAULT_POOL_SIZE,
+    ) -> None:
+        super().__init__()
+        self.settings = settings
+        self.token_provider = token_provider
+        self.allowed_origin = origin or settings.origin
+        self.raise_for_status_enabled = raise_for_status
+        self.trust_env = False
+        self.verify = settings.verify
+        self.proxies = dict(settings.proxies or {})
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+        self.mount("https://", adapter)
+        self.mount("http://", adapter)
+        self._api_root: str | None = None
+        self._api_root_lock = threading.Lock()
+
+    # URL resolution --------------------------------------------------------------------------------
+
+    def api_root(self) -> str:
+        """The project's API root path, looked up once (``GET /api/project``) and cached."""
+        if self._api_root is None:
+            with self._api_root_lock:
+                if self._api_root is None:
+                    key = _project_key(self.settings)
+                    root = _PROJECT_ROOTS.get(key)
+                    if root is None:
+                        root = project_api_root(self.get(api.PROJECTS).json(), self.settings.project)
+                        _PROJECT_ROOTS[key] = root
+                    self._api_root = root
+        return self._api_root
+
+    def url_for(self, endpoint: str) -> str:
+        """The absolute URL of ``endpoint`` (see :func:`resolve_url`)."""
+        base = self.allowed_origin if self.allowed_origin != self.settings.origin else self.settings.base_url
+        return resolve_url(base, endpoint, self.api_root)
+
+    # requests overrides ----------------------------------------------------------------------------
+
+    def request(  # type: ignore[override]
+        self, method: str, url: str | bytes, **kwargs: Any
+    ) -> requests.Response:
+        """Send a request under the transport policy (see the class docstring)."""
+        method = method.upper()
+        full_url = self.url_for(url.decode() if isinstance(url, bytes) else url)
+        kwargs.setdefault("timeout", self.settings.timeout)
+        rewind = _rewinder(kwargs.get("files"), kwargs.get("data"))
+
+        def attempt() -> requests.Response:
+            rewind()
+            response = self._send_with_renewal(method, full_url, kwargs)
+            status = response.status_code
+            if status >= 400 and retry_decision(self.settings.retry, method, status=status):
+                error = error_for_status(method, full_url, status, _peek_body(response), response.headers)
+                after = retry_after_seconds(response.headers.get("Retry-After"))
+                response.close()
+                raise _Retry(error, after, response)
+            return response
+
+        def guarded() -> requests.Response:
+            try:
+                return attempt()
+            except requests.RequestException as exc:
+                error = transport_error(method, full_url, exc)
+                if retry_decision(self.settings.retry, method, sent=_requests_failure_sent(exc)):
+                    raise _Retry(error) from exc
+                raise error from exc
+
+        try:
+            response: requests.Response = _retrying(self.settings.retry, method, full_url, tenacity.Retrying)(
+                guarded
+            )
+        except _Retry as exhausted:
+            if not self.raise_for_status_enabled and exhausted.response is not None:
+                return exhausted.response
+            raise exhausted.error from None
+        if self.raise_for_status_enabled and response.status_code >= 400:
+            error = error_for_status(
+                method, full_url, response.status_code, _peek_body(response), response.headers
+            )
+            response.close()
+            raise error
+        return response
+
+    def _send_with_renewal(self, method: str, url: str, kwargs: dict[str, Any]) -> requests.Response:
+        if self.token_provider is None:
+            return super().request(method, url, **kwargs)
+        rest: dict[str, Any] = {k: v for k, v in kwargs.items() if k != "headers"}
+        token = self.token_provider.get_token()
+        response = super().request(method, url, headers=_with_bearer(kwargs.get("headers"), token), **rest)
+        if response.status_code == 401:
+            log.info("%s %s: HTTP 401, renewing the token and trying once more", method, urlsplit(url).path)
+            response.close()
+            self.token_provider.invalidate(token)
+            _rewinder(kwargs.get("files"), kwargs.get("data"))()
+            token = self.token_provider.get_token()
+            response = super().request(
+                method, url, headers=_with_bearer(kwargs.get("headers"), token), **rest
+            )
+        return response
+
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
+        """On a redirect, keep ``Authorization`` only when the target is still this session's origin."""
+        url = prepared_request.url or ""
+        try:
+            check_destination(url, self.allowed_origin)
+        except QuamotionInsecureRequestError:
+            prepared_request.headers.pop("Authorization", None)
+            log.warning("Redirect to %s: the bearer token was not forwarded", origin_of(url))
+
+
+def _with_bearer(headers: Mapping[str, str] | None, token: str) -> dict[str, str]:
+    merged = dict(headers or {})
+    merged["Authorization"] = f"Bearer {token}"
+    return merged
+
+
+def _peek_body(response: requests.Response) -> bytes:
+    """The start of a body, without reading a huge streamed one."""
+    if response.raw is not None and not response._content_consumed:  # type: ignore[attr-defined]
+        try:
+            return response.raw.read(4096, decode_content=True) or b""
+        except Exception:
+            return b""
+    return response.content[:4096] if response.content else b""
+
+
+def _rewinder(*payloads: Any) -> Callable[[], None]:
+    """A function that seeks every seekable file in ``files``/``data`` back to where it started."""
+    streams: list[tuple[Any, int]] = []
+
+    def collect(value: Any) -> None:
+        if hasattr(value, "seek") and hasattr(value, "tell"):
+            with contextlib.suppress(OSError, ValueError):
+                streams.append((value, value.tell()))
+        elif isinstance(value, Mapping):
+            for item in value.values():
+                collect(item)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                collect(item)
+
+    for payload in payloads:
+        collect(payload)
+
+    def rewind() -> None:
+        for stream, position in streams:
+            stream.seek(position)
+
+    return rewind
+
+
+_PROJECT_ROOTS: dict[tuple[str, ...], str] = {}
+
+
+def _project_key(settings: QuamotionSettings) -> tuple[str, ...]:
+    return (settings.origin, settings.client_id or "", settings.tenant_id, str(settings.project))
+
+
+def iter_json_records(response: requests.Response, record_path: str | None = None) -> Iterator[Any]:
+    """Stream the records of a JSON array reply without holding the body in memory.
+
+    The array may be the whole reply or wrapped (``{"value": [...]}``); ``record_path`` (dotted, as
+    ``ijson`` prefixes: ``"data.items"``) names another place.
+    """
+    import ijson
+
+    raw = response.raw
+    raw.decode_content = True
+    head = b""
+    while not head.strip():
+        chunk = raw.read(1)
+        if not chunk:
+            return
+        head += chunk
+    prefix = (
+        f"{record_path}.item" if record_path else ("item" if head.strip().startswith(b"[") else "value.item")
+    )
+
+    class _Chained:
+        def __init__(self) -> None:
+            self.pending = head
+
+        def read(self, size: int = -1) -> bytes:
+            if self.pending:
+                out, self.pending = self.pending, b""
+                return out
+            return raw.read(size if size and size > 0 else 65536) or b""
+
+    try:
+        yield from ijson.items(_Chained(), prefix, use_float=True)
+    except ijson.JSONError as err:
+        raise error_for_non_json(response, f"the JSON array could not be parsed ({err})") from None
+    finally:
+        response.close()
+
+
+def error_for_non_json(response: Any, why: str = "the reply is not JSON") -> QuamotionError:
+    """The typed error for a reply that should have been JSON."""
+    from airflow_provider_quamotion.exceptions import QuamotionResponseError
+
+    method = getattr(getattr(response, "request", None), "method", "") or ""
+    url = str(getattr(response, "url", ""))
+    ctype = response.headers.get("Content-Type", "unknown")
+    body = getattr(response, "_content", None)
+    text = excerpt(body if isinstance(body, bytes | str) else None)
+    return QuamotionResponseError(
+        f"{method} {urlsplit(url).path}: {why} (Content-Type {ctype}){': ' + text if text else ''}. "
+        "Check the endpoint: an HTML page usually means a wrong host or path.",
+        status=getattr(response, "status_code", None),
+        method=method,
+        url=url,
+    )
+
+
+def parse_json(response: Any) -> Any:
+    """The JSON body of a reply, or a :class:`QuamotionResponseError` that says what came instead."""
+    try:
+        return response.json()
+    except ValueError:
+        raise error_for_non_json(response) from None
+
+
+# --- the async client -----------------------------------------------------------------------------
+
+
+def _httpx_failure_sent(exc: Exception) -> bool:
+    import httpx
+
+    return not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+
+
+def ssl_context(verify: bool | str) -> ssl.SSLContext | bool:
+    """The ``httpx`` form of a ``verify`` setting (a CA path becomes an ``SSLContext``)."""
+    if isinstance(verify, str):
+        return ssl.create_default_context(cafile=verify)
+    return verify
+
+
+class AsyncQuamotionClient:
+    """The async twin of :class:`QuamotionSession`, on ``httpx``, for triggers.
+
+    Same URL resolution, guard, retry decisions, waits, 401 renewal and errors; tokens come from the
+    same process-wide cache without blocking the event loop.
+
+    :param settings: the connection's settings.
+    :param token_provider: where bearer tokens come from.
+    """
+
+    def __init__(self, settings: QuamotionSettings, token_provider: TokenProvider) -> None:
+        self.settings = settings
+        self.token_provider = token_provider
+        self._client: httpx.AsyncClient | None = None
+        self._api_root: str | None = None
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            import httpx
+
+            mounts = {
+                f"{scheme}://": httpx.AsyncHTTPTransport(proxy=url, verify=ssl_context(self.settings.verify))
+                for scheme, url in (self.settings.proxies or {}).items()
+            }
+            self._client = httpx.AsyncClient(
+                verify=ssl_context(self.settings.verify),
+                timeout=self.settings.timeout,
+                trust_env=False,
+                follow_redirects=False,
+                mounts=mounts or None,
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the pooled connections."""
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def __aenter__(self) -> AsyncQuamotionClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def api_root(self) -> str:
+        """The project's API root path, looked up once and cached process-wide."""
+        if self._api_root is None:
+            key = _project_key(self.settings)
+            root = _PROJECT_ROOTS.get(key)
+            if root is None:
+                response = await self.request("GET", api.PROJECTS)
+                root = project_api_root(parse_json(response), self.settings.project)
+                _PROJECT_ROOTS[key] = root
+            self._api_root = root
+        return self._api_root
+
+    async def request(self, method: str, endpoint: str, **kwargs: Any) -> httpx.Response:
+        """Send a request under the transport policy; raises typed errors for non-2xx replies."""
+        import httpx
+
+        method = method.upper()
+        needs_root = not (endpoint.startswith("/") or "://" in endpoint)
+        root = await self.api_root() if needs_root else ""
+        url = resolve_url(self.settings.base_url, endpoint, lambda: root)
+        policy = self.settings.retry
+        headers = kwargs.pop("headers", None)
+
+        async def attempt() -> httpx.Response:
+            try:
+                token = await self.token_provider.aget_token()
+                response = await self._http().request(
+                    method, url, headers=_with_bearer(headers, token), **kwargs
+                )
+                if response.status_code == 401:
+                    self.token_provider.invalidate(token)
+                    token = await self.token_provider.aget_token()
+                    response = await self._http().request(
+                        method, url, headers=_with_bearer(headers, token), **kwargs
+                    )
+            except httpx.HTTPError as exc:
+                failure = transport_error(method, url, exc)
+                if retry_decision(policy, method, sent=_httpx_failure_sent(exc)):
+                    raise _Retry(failure) from exc
+                raise failure from exc
+            status = response.status_code
+            if status >= 400:
+                error: QuamotionError = error_for_status(
+                    method, url, status, response.content, response.headers
+                )
+                if retry_decision(policy, method, status=status):
+                    raise _Retry(error, retry_after_seconds(response.headers.get("Retry-After")), response)
+                raise error
+            return response
+
+        try:
+            result: httpx.Response = await _retrying(policy, method, url, tenacity.AsyncRetrying)(attempt)
+        except _Retry as exhausted:
+            raise exhausted.error from None
+        return result
+
+
+__all__ = [
+    "AsyncQuamotionClient",
+    "QuamotionSession",
+    "TokenProvider",
+    "check_destination",
+    "error_for_status",
+    "iter_json_records",
+    "parse_json",
+    "project_api_root",
+    "resolve_url",
+    "retry_after_seconds",
+    "retry_decision",
+    "wait_seconds",
+]
