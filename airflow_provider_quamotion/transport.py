@@ -10,7 +10,7 @@ The policy is a set of pure functions used by both clients, so both follow the s
   refused before a request is sent; redirects to another origin lose the ``Authorization`` header.
 * **Retries** (:func:`retry_decision`, :func:`wait_seconds`), run by ``tenacity``: 429, 5xx, dropped
   connections and timeouts, exponential backoff with full jitter, ``Retry-After`` honoured and
-  capped. A non-idempotent request (POST, PATCH) is retried only when it certainly was not
+  capped. A non-idempotent request (POST, PATCH, DELETE) is retried only when it certainly was not
   processed (429, connection refused, connect timeout), so remote work is never duplicated.
   A 401 drops the token, gets a new one and resends once.
 * **TLS, proxies, timeouts** from the connection govern every call; the environment
@@ -56,7 +56,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+#: Methods retried after a 5xx, a dropped connection or a read timeout. DELETE is left out on purpose:
+#: deleting a schedule twice (or deleting what another client re-created meanwhile) is remote work the
+#: caller did not ask for, so DELETE, like POST and PATCH, is retried only when it was never processed.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "TRACE"})
 DEFAULT_POOL_SIZE = 32
 
 
@@ -482,6 +485,8 @@ def iter_json_records(response: requests.Response, record_path: str | None = Non
             self.pending = head
 
         def read(self, size: int = -1) -> bytes:
+            if size == 0:  # ijson probes the stream's type with read(0)
+                return b""
             if self.pending:
                 out, self.pending = self.pending, b""
                 return out
