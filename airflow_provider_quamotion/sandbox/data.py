@@ -60,15 +60,22 @@ def iso_z(ts: float) -> str:
 
     :param ts: a POSIX timestamp.
     """
-    ms = int(round(ts * 1000))
+    ms = round(ts * 1000)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
 
 
-def parse_time(value: str | dt.datetime) -> float:
-    """A POSIX timestamp from a datetime or an ISO string; naive values count as UTC.
+def parse_time(value: float | str | dt.datetime) -> float:
+    """A POSIX timestamp from a number, a numeric string, an ISO string or a datetime (naive = UTC).
 
     :param value: the time to convert.
     """
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
     parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00")) if isinstance(value, str) else value
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.timezone.utc)
@@ -112,7 +119,7 @@ class DeviceGroup:
 
 
 class _Plan(NamedTuple):
-    index: int
+    i: int
     ts: int
     app: Record
     package: Record
@@ -355,14 +362,14 @@ class SandboxData:
 
     def _run_record(self, p: _Plan) -> Record:
         return {
-            TEST_RUN_ID: self.run_id(p.index),
+            TEST_RUN_ID: self.run_id(p.i),
             "deviceGroup": p.group.record["deviceGroupId"],
             "operatingSystem": OS_CODES[p.app["operatingSystem"]],
             "appId": p.app["appId"],
             "appVersion": p.app["version"],
             "testPackageName": p.package["name"],
             "testPackageVersion": p.package["version"],
-            TEST_RUN_SCHEDULED: iso_offset(p.ts, offset=p.index % OFFSETLESS_EVERY != OFFSETLESS_EVERY - 1),
+            TEST_RUN_SCHEDULED: iso_offset(p.ts, offset=p.i % OFFSETLESS_EVERY != OFFSETLESS_EVERY - 1),
             "commitId": p.commit,
             "branch": "master",
             "scheduleId": p.schedule["id"] if p.schedule else None,
@@ -379,7 +386,7 @@ class SandboxData:
         return [self._job(p, k) for k in range(len(p.group.record["devices"]))]
 
     def _job(self, p: _Plan, k: int) -> Record:
-        d = _Draw(self._key, 1, p.index, k)
+        d = _Draw(self._key, 1, p.i, k)
         roll = d.below(100)
         status = (
             JobStatus.SUCCESS
@@ -395,9 +402,9 @@ class SandboxData:
         if status is JobStatus.SKIPPED:
             started, duration = None, None
         elif status is JobStatus.CANCELED:
-            duration = round(duration / 4, 1)
+            duration = round(30 + d.below(5700) / 40, 1)
         return {
-            JOB_ID: JOB_ID_BASE + p.index * JOBS_PER_RUN_SLOT + k,
+            JOB_ID: JOB_ID_BASE + p.i * JOBS_PER_RUN_SLOT + k,
             JOB_NAME: p.group.record["devices"][k]["deviceSelectionId"],
             JOB_STATUS: status.value,
             "duration": duration,
@@ -481,7 +488,7 @@ def job_log_lines(job: Record, run: Record, device: Record, *, progress: float =
         f"Running test package {run['testPackageName']} {run['testPackageVersion']}",
     ]
     if status in (JobStatus.SKIPPED.value, JobStatus.CREATED.value, JobStatus.PENDING.value):
-        return head[:1] + [f"Job {status}"] if progress >= 1 else head[:1]
+        return [*head[:1], f"Job {status}"] if progress >= 1 else head[:1]
     failing = SCENARIOS - 1 if status == JobStatus.FAILED.value else -1
     body = [
         f"Scenario {n + 1}/{SCENARIOS}: {'FAILED: element not found' if n == failing else 'passed'}"

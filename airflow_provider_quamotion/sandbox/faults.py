@@ -6,21 +6,21 @@ import random
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal, cast
 
-DROP = "drop"
-OK = "ok"
+DROP: Literal["drop"] = "drop"
+OK: Literal["ok"] = "ok"
 #: A fault: an HTTP error status, or ``"drop"`` (close the connection without a response).
-FaultAction = Union[int, Literal["drop"]]
+FaultAction = int | Literal["drop"]
 #: One step of a rule's sequence: a fault, or ``"ok"`` (serve normally).
-SequenceStep = Union[int, Literal["drop", "ok"]]
+SequenceStep = int | Literal["drop", "ok"]
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 MAX_TRACKED_PATHS = 10_000
 
 
 def _action(value: Any, *, allow_ok: bool = False) -> SequenceStep:
     if isinstance(value, str) and value.strip().lower() in ({DROP, OK} if allow_ok else {DROP}):
-        return value.strip().lower()  # type: ignore[return-value]
+        return cast(SequenceStep, value.strip().lower())
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
     if isinstance(value, int) and not isinstance(value, bool) and 400 <= value <= 599:
@@ -54,7 +54,10 @@ class FaultRule:
     slow_body_ms: float = 0
 
     def __post_init__(self) -> None:
-        self._regex = re.compile(self.path) if self.path else None
+        try:
+            self._regex = re.compile(self.path) if self.path else None
+        except re.error as exc:
+            raise ValueError(f"invalid path regex {self.path!r}: {exc}") from None
         if isinstance(self.status, list):
             self.status = [_action(s) for s in self.status]  # type: ignore[misc]
             if not self.status:
@@ -96,7 +99,9 @@ class FaultRule:
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown fault rule field(s): {', '.join(sorted(unknown))}")
-        clean = {k: v for k, v in data.items() if v is not None or k in ("path", "status", "rate", "sequence")}
+        clean = {
+            k: v for k, v in data.items() if v is not None or k in ("path", "status", "rate", "sequence")
+        }
         return cls(**clean)
 
 
@@ -105,7 +110,7 @@ class FaultConfig:
     """The sandbox's fault settings.
 
     :param rules: the fault rules, tried in order.
-    :param token_lifetime: lifetime in seconds of tokens issued from now on; ``None`` keeps the current one.
+    :param token_lifetime: lifetime in seconds of tokens issued from now on; ``None`` means the server's default.
     """
 
     rules: list[FaultRule] = field(default_factory=list)
@@ -194,7 +199,7 @@ class FaultInjector:
                 return None
             self._positions[n] = pos + 1
             step = rule.sequence[pos]
-            return None if step == OK else step  # type: ignore[return-value]
+            return None if step == OK else step
         if rule.status is None or (rule.rate is not None and self._rng.random() >= rule.rate):
             return None
         return self._rng.choice(rule.status) if isinstance(rule.status, list) else rule.status
