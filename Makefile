@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 system-deps:
-	bash scripts/system-deps.sh
+	bash scripts/system-deps.sh chromium fonts-dejavu-core postgresql
 
 lint: venv
 	$(BIN)/ruff check .
@@ -42,7 +42,7 @@ test: venv system-deps lint typecheck
 	$(BIN)/pytest -q
 
 demo: venv
-	bash scripts/demo.sh
+	$(BIN)/python scripts/demo.py
 
 bench: venv
 	$(BIN)/python -m bench

@@ -21,7 +21,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from airflow_provider_quamotion import api
-from airflow_provider_quamotion.exceptions import QuamotionAuthError, QuamotionConfigError, redact
+from airflow_provider_quamotion.exceptions import (
+    QuamotionAuthError,
+    QuamotionConfigError,
+    QuamotionError,
+    redact,
+)
 from airflow_provider_quamotion.settings import QuamotionSettings, origin_of
 
 log = logging.getLogger(__name__)
@@ -247,6 +252,8 @@ class MsalClientCredentials:
             ) from None
         except QuamotionAuthError:
             raise
+        except QuamotionError as err:
+            raise QuamotionAuthError(f"Could not get a token from Azure AD: {err}") from None
         except Exception as err:  # msal raises MsalServiceError and ValueError for bad replies
             raise QuamotionAuthError(
                 f"Azure AD token request failed: {type(err).__name__}: {redact(str(err), *self.settings.secrets())[:300]}"

@@ -220,12 +220,18 @@ def error_for_status(
 
 def transport_error(method: str, url: str, exc: BaseException) -> QuamotionApiError:
     """The typed error for a connection failure or timeout, after every retry."""
-    return QuamotionApiError(
-        f"{method.upper()} {urlsplit(url).path} failed: {type(exc).__name__}: {redact(str(exc))[:300]}. "
-        "Check the host, proxies, TLS settings (verify) and timeout of the connection.",
-        method=method,
-        url=url,
-    )
+    name = type(exc).__name__
+    where = f"{method.upper()} {origin_of(url)}{urlsplit(url).path}"
+    if "SSL" in name or "Certificate" in name or "CERTIFICATE" in str(exc):
+        advice = (
+            "TLS certificate verification failed. Set 'verify' in the connection's extra to the CA bundle "
+            "that signed the server's certificate (or true for the system CAs)."
+        )
+    elif "Timeout" in name:
+        advice = "The server did not answer in time. Raise 'timeout' in the connection, or check proxies."
+    else:
+        advice = "Could not connect. Check the host, proxies and TLS settings (verify) of the connection."
+    return QuamotionApiError(f"{where} failed ({name}). {advice}", method=method, url=url)
 
 
 @dataclass
@@ -365,6 +371,8 @@ class QuamotionSession(requests.Session):
                 return attempt()
             except requests.RequestException as exc:
                 error = transport_error(method, full_url, exc)
+                if isinstance(exc, requests.exceptions.SSLError):
+                    raise error from exc  # a certificate problem does not go away by retrying
                 if retry_decision(self.settings.retry, method, sent=_requests_failure_sent(exc)):
                     raise _Retry(error) from exc
                 raise error from exc
