@@ -38,7 +38,7 @@ typecheck: venv
 unit: venv
 	$(BIN)/pytest -q -m "not e2e"
 
-test: venv system-deps lint typecheck
+test: venv system-deps lint typecheck docs
 	$(BIN)/pytest -q
 
 demo: venv
