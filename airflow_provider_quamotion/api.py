@@ -94,23 +94,71 @@ def unwrap_list(payload: Any) -> list[Any]:
 
 @dataclass(frozen=True)
 class Resource:
-    """A listable collection: where it lives and whether it is windowed on ``scheduled``."""
+    """A listable collection: where it lives and whether it is windowed on ``scheduled``.
+
+    ``fields`` are the record fields seen in real replies, in the order tabular exports (csv,
+    parquet, SQL) use as their default columns.
+    """
 
     name: str
     endpoint: str
     windowed: bool = False
+    fields: tuple[str, ...] = ()
 
+
+PROJECT_FIELDS = (PROJECT_NAME, "tenantId", "gitLabId", "flags", PROJECT_RELATIVE_URL)
+APPLICATION_FIELDS = (
+    "appId",
+    "displayName",
+    "version",
+    "versionDisplayName",
+    "operatingSystem",
+    "operatingSystemVersion",
+    "cpuType",
+)
+TEST_PACKAGE_FIELDS = ("name", "version", "testPackageType")
+DEVICE_GROUP_FIELDS = ("deviceGroupId", "name", "displayName", "devices", "variables")
+SCHEDULE_FIELDS = (
+    "id",
+    "description",
+    "ref",
+    "cron",
+    "cron_timezone",
+    "next_run_at",
+    "active",
+    "created_at",
+    "updated_at",
+    "last_pipeline",
+    "owner",
+)
+TEST_RUN_FIELDS = (
+    TEST_RUN_ID,
+    "deviceGroup",
+    "operatingSystem",
+    "appId",
+    "appVersion",
+    "testPackageName",
+    "testPackageVersion",
+    TEST_RUN_SCHEDULED,
+    "commitId",
+    "branch",
+    "scheduleId",
+    "cronSchedule",
+    "jobs",
+)
+#: A job row of the ``jobs`` export: the job's fields after its run's ``testRunId``.
+JOB_FIELDS = (TEST_RUN_ID, JOB_ID, JOB_NAME, JOB_STATUS, "duration", "started", "commitId", JOB_HAS_ARTIFACTS)
 
 RESOURCES: dict[str, Resource] = {
     r.name: r
     for r in (
-        Resource("projects", PROJECTS),
-        Resource("applications", APPLICATIONS),
-        Resource("test_packages", TEST_PACKAGES),
-        Resource("device_groups", DEVICE_GROUPS),
-        Resource("schedules", SCHEDULES),
-        Resource("test_runs", TEST_RUNS, windowed=True),
-        Resource("jobs", TEST_RUNS, windowed=True),
+        Resource("projects", PROJECTS, fields=PROJECT_FIELDS),
+        Resource("applications", APPLICATIONS, fields=APPLICATION_FIELDS),
+        Resource("test_packages", TEST_PACKAGES, fields=TEST_PACKAGE_FIELDS),
+        Resource("device_groups", DEVICE_GROUPS, fields=DEVICE_GROUP_FIELDS),
+        Resource("schedules", SCHEDULES, fields=SCHEDULE_FIELDS),
+        Resource("test_runs", TEST_RUNS, windowed=True, fields=TEST_RUN_FIELDS),
+        Resource("jobs", TEST_RUNS, windowed=True, fields=JOB_FIELDS),
     )
 }
 
@@ -182,3 +230,25 @@ def run_state_from_jobs(jobs: Iterable[Mapping[str, Any]], *, allow_skipped: boo
         return TestRunState.RUNNING
     passed = {JobStatus.SUCCESS, JobStatus.SKIPPED} if allow_skipped else {JobStatus.SUCCESS}
     return TestRunState.SUCCESS if all(s in passed for s in statuses) else TestRunState.FAILED
+
+
+#: At most this many jobs go into a summary (a trigger event, an error message).
+MAX_SUMMARY_JOBS = 50
+
+
+def summarize_jobs(jobs: Iterable[Mapping[str, Any]], limit: int = MAX_SUMMARY_JOBS) -> list[dict[str, Any]]:
+    """A compact per-job summary (id, device, status) of at most ``limit`` jobs, failed ones first.
+
+    Small enough for a trigger event or an error message; the device is the job's ``name`` (the
+    device selection the job ran on).
+
+    :param jobs: the run's jobs as returned by ``testRun/{id}/jobs``.
+    :param limit: the most jobs kept.
+    """
+    compact = [
+        {"id": j.get(JOB_ID), "device": j.get(JOB_NAME), "status": str(j.get(JOB_STATUS))}
+        for j in jobs
+        if isinstance(j, Mapping)
+    ]
+    compact.sort(key=lambda j: j["status"] == JobStatus.SUCCESS.value)
+    return compact[: max(0, limit)]

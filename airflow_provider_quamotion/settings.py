@@ -29,7 +29,7 @@ class RetryPolicy:
 
     Waits grow exponentially with full jitter, ``Retry-After`` (seconds or an HTTP date) wins when the
     server sends one, and every wait is capped. Idempotent methods retry on 429, 5xx, dropped
-    connections and timeouts; non-idempotent ones (POST, PATCH) only where the request certainly was
+    connections and timeouts; POST, PATCH and DELETE only where the request certainly was
     not processed (429, connection refused, connect timeout), so remote work is never duplicated.
 
     :param max_attempts: attempts in all, the first included.

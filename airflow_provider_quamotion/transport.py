@@ -61,6 +61,8 @@ log = logging.getLogger(__name__)
 #: caller did not ask for, so DELETE, like POST and PATCH, is retried only when it was never processed.
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "TRACE"})
 DEFAULT_POOL_SIZE = 32
+#: Connections an async client (shared by the triggers of one connection in a triggerer) may hold.
+ASYNC_POOL_SIZE = 100
 
 
 class TokenProvider(Protocol):
@@ -580,6 +582,11 @@ class AsyncQuamotionClient:
                 trust_env=False,
                 follow_redirects=False,
                 mounts=mounts or None,
+                # keep every pooled connection alive: triggers sharing one client poll in bursts, and
+                # httpx's default (20 kept of 100) would redo TLS handshakes on each burst
+                limits=httpx.Limits(
+                    max_connections=ASYNC_POOL_SIZE, max_keepalive_connections=ASYNC_POOL_SIZE
+                ),
             )
         return self._client
 

@@ -264,19 +264,26 @@ class QuamotionHook(BaseHook):
         """Stream a job's artifacts zip to a local path or ``ObjectStoragePath``; returns the destination."""
         return self._download(api.job_artifacts(job_id), destination)
 
-    def download(self, endpoint: str, destination: str | os.PathLike[str] | Any, **kwargs: Any) -> str:
+    def download(
+        self, endpoint: str, destination: str | os.PathLike[str] | Any, *, method: str = "GET", **kwargs: Any
+    ) -> str:
         """Stream any endpoint's body to a local path or ``ObjectStoragePath``, atomically.
 
         The body goes to a temporary object beside the destination, moved into place when complete:
         a failed download leaves nothing behind.
-        """
-        return self._download(endpoint, destination, **kwargs)
 
-    def _download(self, endpoint: str, destination: str | os.PathLike[str] | Any, **kwargs: Any) -> str:
+        :param method: the HTTP method (``GET`` by default; retried per the transport's policy).
+        :param kwargs: passed to :meth:`request` (``params``, ``json``, ``data``, ``headers``).
+        """
+        return self._download(endpoint, destination, method=method, **kwargs)
+
+    def _download(
+        self, endpoint: str, destination: str | os.PathLike[str] | Any, *, method: str = "GET", **kwargs: Any
+    ) -> str:
         from airflow_provider_quamotion.storage import atomic_writer
 
         with (
-            self.request("GET", endpoint, stream=True, **kwargs) as response,
+            self.request(method, endpoint, stream=True, **kwargs) as response,
             atomic_writer(destination) as out,
         ):
             response.raw.decode_content = True

@@ -1,0 +1,329 @@
+"""Operators for Quamotion Cloud's REST API: call one endpoint, or export records to files or tables.
+
+Importing this module is cheap (it runs at DAG-parse time): only ``airflow.sdk`` and the provider's
+light modules are imported here; the hook, ``requests``, ``ijson``, ``pyarrow`` and common.sql are
+imported inside ``execute``. No operator calls the network before ``execute``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_provider_quamotion import api
+from airflow_provider_quamotion.exceptions import QuamotionConfigError
+
+if TYPE_CHECKING:
+    import requests
+    from airflow.sdk import Context
+
+    from airflow_provider_quamotion.hooks.quamotion import QuamotionHook
+
+DEFAULT_CONN_ID = "quamotion_default"
+DEFAULT_MAX_XCOM_BYTES = 64 * 1024
+
+
+class QuamotionXComTooLargeError(QuamotionConfigError, AirflowFailException):
+    """A value is too large for XCom; the task fails without retrying (a retry would repeat the call)."""
+
+
+class QuamotionApiOperator(BaseOperator):
+    """Call one Quamotion Cloud endpoint and push the reply to XCom (or stream it to storage).
+
+    The reply's JSON (its text when it is not JSON; ``None`` when it is empty) goes to XCom, through
+    ``response_filter`` first when given. A value larger than ``max_xcom_bytes`` (its JSON encoding)
+    fails the task without a retry and points to ``output_path`` or the export operator: XCom is for
+    ids, paths and counts. With ``output_path`` the body streams to storage (atomically: a temporary
+    object beside the destination, moved into place when complete) and the URI is returned instead.
+
+    Retries of the transport (see :mod:`airflow_provider_quamotion.transport`) depend on the method:
+    ``GET``, ``HEAD``, ``OPTIONS``, ``PUT`` are retried on 429, 5xx, dropped connections and timeouts;
+    ``POST``, ``PATCH`` and ``DELETE`` only when the request certainly was not processed (429 or a
+    refused connection), so they are never silently repeated after they may have reached the server.
+    A 401 renews the token and resends once, for every method (the server processed nothing).
+
+    :param endpoint: ``"testRun"`` (project-relative) or ``"/api/version"`` (from the host root). Templated.
+    :param method: the HTTP method.
+    :param query_params: query parameters. Templated. (Not ``params``: Airflow reserves that name for
+        DAG and task params and merges the DAG's into it.)
+    :param json: a JSON body. Templated.
+    :param data: a form or raw body. Templated.
+    :param headers: extra headers (``Authorization`` is set by the hook). Templated.
+    :param response_filter: ``callable(response) -> value``; its result goes to XCom instead of the
+        parsed body (not allowed with ``output_path``).
+    :param output_path: a local path, a URI or an ``ObjectStoragePath``: stream the body there and
+        return its URI. Templated.
+    :param max_xcom_bytes: the largest value (JSON-encoded, in bytes) pushed to XCom; ``None`` for no limit.
+    :param quamotion_conn_id: the Airflow connection ID.
+    """
+
+    template_fields: Sequence[str] = ("endpoint", "query_params", "json", "data", "headers", "output_path")
+    template_fields_renderers = {"json": "json", "query_params": "json", "headers": "json"}
+    ui_color = "#e8f3fc"
+
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        method: str = "GET",
+        query_params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        data: Any = None,
+        headers: Mapping[str, str] | None = None,
+        response_filter: Callable[[requests.Response], Any] | None = None,
+        output_path: Any = None,
+        max_xcom_bytes: int | None = DEFAULT_MAX_XCOM_BYTES,
+        quamotion_conn_id: str = DEFAULT_CONN_ID,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if response_filter is not None and output_path is not None:
+            raise QuamotionConfigError(
+                "response_filter and output_path cannot be combined: with output_path the body streams "
+                "to storage and the task returns its URI."
+            )
+        if max_xcom_bytes is not None and max_xcom_bytes < 0:
+            raise QuamotionConfigError("max_xcom_bytes must be a positive number of bytes, or None.")
+        self.endpoint = endpoint
+        self.method = method.upper()
+        self.query_params = query_params
+        self.json = json
+        self.data = data
+        self.headers = headers
+        self.response_filter = response_filter
+        self.output_path = output_path
+        self.max_xcom_bytes = max_xcom_bytes
+        self.quamotion_conn_id = quamotion_conn_id
+
+    def get_hook(self) -> QuamotionHook:
+        """The hook (built on first use, never at DAG-parse time)."""
+        from airflow_provider_quamotion.hooks.quamotion import QuamotionHook
+
+        return QuamotionHook(self.quamotion_conn_id)
+
+    def _request_kwargs(self) -> dict[str, Any]:
+        kwargs = {"params": self.query_params, "json": self.json, "data": self.data, "headers": self.headers}
+        return {k: v for k, v in kwargs.items() if v is not None}
+
+    def execute(self, context: Context) -> Any:
+        """Call the endpoint; return the (filtered) reply, or the URI of ``output_path``."""
+        hook = self.get_hook()
+        try:
+            if self.output_path is not None:
+                from airflow_provider_quamotion.storage import uri_of
+
+                hook.download(self.endpoint, self.output_path, method=self.method, **self._request_kwargs())
+                uri = uri_of(self.output_path)
+                self.log.info("%s %s: the body was written to %s", self.method, self.endpoint, uri)
+                return uri
+            if self.response_filter is not None:
+                response = hook.request(self.method, self.endpoint, **self._request_kwargs())
+                return self._guard(self.response_filter(response))
+            response = hook.request(self.method, self.endpoint, stream=True, **self._request_kwargs())
+            with response:
+                if not self.do_xcom_push:
+                    for _ in response.iter_content(1 << 16):
+                        pass
+                    return None
+                body = self._read_capped(response)
+                return self._guard(_decode(response, body))
+        finally:
+            hook.close()
+
+    def _read_capped(self, response: requests.Response) -> bytes:
+        """The body, refusing to read more than the XCom limit allows (a large reply is not loaded)."""
+        limit = self.max_xcom_bytes
+        if limit is None or not self.do_xcom_push:
+            return response.content
+        response.raw.decode_content = True
+        body = response.raw.read(limit + 1) or b""
+        if len(body) > limit:
+            raise self._too_large(f"more than {limit} bytes")
+        return body
+
+    def _guard(self, value: Any) -> Any:
+        if self.max_xcom_bytes is None or not self.do_xcom_push:
+            return value
+        size = len(json.dumps(value, default=str, separators=(",", ":")).encode("utf-8"))
+        if size > self.max_xcom_bytes:
+            raise self._too_large(f"{size} bytes")
+        return value
+
+    def _too_large(self, size: str) -> QuamotionXComTooLargeError:
+        return QuamotionXComTooLargeError(
+            f"The reply of {self.method} {self.endpoint} is {size}, over the XCom limit of "
+            f"{self.max_xcom_bytes} bytes (max_xcom_bytes). XCom is for small values: set output_path= to "
+            "stream the body to a file or object storage (the task returns its URI), use "
+            "QuamotionExportOperator for lists of records, or pass response_filter= to keep only what "
+            "later tasks need."
+        )
+
+
+def _decode(response: requests.Response, body: bytes) -> Any:
+    """JSON when the reply is JSON, its text otherwise, ``None`` when empty."""
+    if not body.strip():
+        return None
+    ctype = (response.headers.get("Content-Type") or "").lower()
+    if "json" in ctype or not ctype.startswith("text/"):
+        try:
+            return json.loads(body)
+        except ValueError:
+            pass
+    charset = (response.encoding or "utf-8") if "charset=" in ctype else "utf-8"
+    return body.decode(charset, errors="replace")
+
+
+class QuamotionExportOperator(BaseOperator):
+    """Export Quamotion Cloud records to a file (jsonl, csv, parquet) or a SQL table, streamed and atomic.
+
+    Rows flow from the API to the destination without holding the export in memory: lists are parsed
+    incrementally, and for ``jobs`` each test run's jobs are fetched concurrently (at most
+    ``max_concurrency`` requests, one token and one connection pool shared) and written in run order.
+
+    A file is written to a temporary object beside ``destination`` and moved into place when complete;
+    a table is loaded in one transaction that first deletes the rows being replaced (the window's rows
+    for ``test_runs`` and ``jobs``, all rows otherwise). A failed export leaves no partial file and no
+    table change; re-running gives the same output. XCom gets a summary:
+    ``{"destination", "rows", "since", "until", "resource"}``.
+
+    :param resource: ``test_runs``, ``jobs`` (one row per job, its run's ``testRunId`` added),
+        ``applications``, ``test_packages``, ``device_groups``, ``schedules`` or ``projects``. Templated.
+    :param destination: a local path, a URI (``s3://``, ``gs://``, ``file://``, ``memory://``...) or an
+        ``ObjectStoragePath``, e.g. ``"s3://lake/quamotion/dt={{ ds }}/test_runs.jsonl"``. Templated.
+    :param format: ``jsonl``, ``csv`` or ``parquet`` (the ``parquet`` extra).
+    :param sql_conn_id: an Airflow connection of a SQL database (common.sql), instead of ``destination``.
+    :param table: the table to load (created when missing). Templated.
+    :param since: inclusive start of the window on a test run's ``scheduled`` (ISO 8601; no offset = UTC;
+        ``None`` = unbounded), e.g. ``"{{ data_interval_start }}"``. Templated.
+    :param until: exclusive end of the window. Templated.
+    :param fields: the fields to keep, in order: the columns of csv, parquet and SQL (default: the
+        resource's known fields), a projection for jsonl (default: whole records).
+    :param max_concurrency: parallel requests for ``jobs``.
+    :param endpoint: any other list endpoint, instead of ``resource``. Templated.
+    :param record_path: dotted path of the array inside ``endpoint``'s reply (e.g. ``"data.items"``).
+    :param query_params: query parameters of the list request. Templated.
+    :param batch_size: records per parquet row group / SQL ``executemany`` batch.
+    :param quamotion_conn_id: the Airflow connection ID.
+    """
+
+    template_fields: Sequence[str] = (
+        "resource",
+        "destination",
+        "table",
+        "since",
+        "until",
+        "endpoint",
+        "query_params",
+    )
+    ui_color = "#e8f3fc"
+
+    def __init__(
+        self,
+        *,
+        resource: str | None = None,
+        destination: Any = None,
+        format: str = "jsonl",
+        sql_conn_id: str | None = None,
+        table: str | None = None,
+        since: Any = None,
+        until: Any = None,
+        fields: Sequence[str] | None = None,
+        max_concurrency: int = 8,
+        endpoint: str | None = None,
+        record_path: str | None = None,
+        query_params: Mapping[str, Any] | None = None,
+        batch_size: int | None = None,
+        quamotion_conn_id: str = DEFAULT_CONN_ID,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if resource and endpoint:
+            raise QuamotionConfigError("Pass either resource= or endpoint=, not both.")
+        if not resource and not endpoint:
+            raise QuamotionConfigError(
+                f"resource= is required: one of {', '.join(api.RESOURCES)} (or endpoint=)."
+            )
+        if resource and "{{" not in resource and resource not in api.RESOURCES:
+            raise QuamotionConfigError(f"Unknown resource {resource!r}; known: {', '.join(api.RESOURCES)}.")
+        if destination is not None and (sql_conn_id or table):
+            raise QuamotionConfigError(
+                "Pass either destination= (a file) or sql_conn_id= and table=, not both."
+            )
+        if destination is None and not (sql_conn_id and table):
+            raise QuamotionConfigError(
+                "Nothing to export to: pass destination= (a path or URI) or both sql_conn_id= and table=."
+            )
+        if str(format).lower() not in ("jsonl", "csv", "parquet"):
+            raise QuamotionConfigError(f"format={format!r} is not one of jsonl, csv, parquet.")
+        if int(max_concurrency) < 1:
+            raise QuamotionConfigError(f"max_concurrency must be at least 1, not {max_concurrency}.")
+        self.resource = resource
+        self.destination = destination
+        self.format = str(format).lower()
+        self.sql_conn_id = sql_conn_id
+        self.table = table
+        self.since = since
+        self.until = until
+        self.fields = list(fields) if fields is not None else None
+        self.max_concurrency = int(max_concurrency)
+        self.endpoint = endpoint
+        self.record_path = record_path
+        self.query_params = query_params
+        self.batch_size = batch_size
+        self.quamotion_conn_id = quamotion_conn_id
+        self._lineage: tuple[str, str] | None = None
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        """Run the export; returns the XCom summary."""
+        from airflow_provider_quamotion.export.runner import run_export
+
+        result = run_export(
+            quamotion_conn_id=self.quamotion_conn_id,
+            resource=self.resource or None,
+            endpoint=self.endpoint or None,
+            record_path=self.record_path,
+            params=self.query_params,
+            destination=self.destination,
+            fmt=self.format,
+            sql_conn_id=self.sql_conn_id,
+            table=self.table,
+            since=self.since,
+            until=self.until,
+            fields=self.fields,
+            max_concurrency=self.max_concurrency,
+            batch_size=self.batch_size,
+        )
+        self._lineage = (result.source_namespace, result.source_name)
+        return result.summary
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the Quamotion endpoint as input, the file or table as output."""
+        from airflow.providers.common.compat.openlineage.facet import Dataset
+        from airflow.providers.openlineage.extractors import OperatorLineage
+
+        inputs = []
+        if self._lineage is not None:
+            inputs.append(Dataset(namespace=self._lineage[0], name=self._lineage[1]))
+        if self.destination is not None:
+            ns, name = _storage_dataset(self.destination)
+        else:
+            from airflow_provider_quamotion.export.sql import lineage_dataset
+
+            ns, name = lineage_dataset(str(self.sql_conn_id), str(self.table))
+        return OperatorLineage(inputs=inputs, outputs=[Dataset(namespace=ns, name=name)])
+
+
+def _storage_dataset(destination: Any) -> tuple[str, str]:
+    """OpenLineage ``(namespace, name)`` of a path: ``file`` + absolute path, ``s3://bucket`` + key."""
+    from urllib.parse import urlsplit
+
+    from airflow_provider_quamotion.storage import uri_of
+
+    parts = urlsplit(uri_of(destination))
+    if parts.scheme == "file":
+        return "file", parts.path
+    return f"{parts.scheme}://{parts.netloc}", parts.path.lstrip("/")

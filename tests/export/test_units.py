@@ -1,0 +1,196 @@
+"""Unit tests of the export pieces: window, columns, the ordered fan-out, writers, SQL helpers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_quamotion import api
+from airflow_provider_quamotion.exceptions import QuamotionConfigError, QuamotionError
+from airflow_provider_quamotion.export.columns import Columns, cell
+from airflow_provider_quamotion.export.source import iter_rows, ordered_map
+from airflow_provider_quamotion.export.sql import quote, quote_table
+from airflow_provider_quamotion.export.window import Window, parse_instant, scheduled_of, utc_text
+from airflow_provider_quamotion.export.writers import write_file
+
+UTC = dt.timezone.utc
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2024-01-02", dt.datetime(2024, 1, 2, tzinfo=UTC)),
+        ("2024-01-02T03:04:05", dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)),
+        ("2024-01-02T03:04:05Z", dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)),
+        ("2024-01-02 03:04:05+02:00", dt.datetime(2024, 1, 2, 1, 4, 5, tzinfo=UTC)),
+        (dt.datetime(2024, 1, 2, 3), dt.datetime(2024, 1, 2, 3, tzinfo=UTC)),
+        (dt.date(2024, 1, 2), dt.datetime(2024, 1, 2, tzinfo=UTC)),
+        (None, None),
+        ("", None),
+    ],
+)
+def test_parse_instant(value: Any, expected: dt.datetime | None) -> None:
+    assert parse_instant(value) == expected
+
+
+def test_window_bounds_and_text_order() -> None:
+    w = Window.of("2024-01-02", "2024-01-03")
+    assert w.contains(parse_instant("2024-01-02T00:00:00"))
+    assert not w.contains(parse_instant("2024-01-03T00:00:00+00:00"))
+    assert not w.contains(parse_instant("2024-01-01T23:59:59.999"))
+    assert not w.contains(None) and Window().contains(None)
+    assert w.iso() == ("2024-01-02T00:00:00+00:00", "2024-01-03T00:00:00+00:00")
+    times = [parse_instant(t) for t in ("2024-01-02T10:00:00.5Z", "2024-01-02T09:00:00-03:00", "2023-12-31")]
+    texts = [utc_text(t) for t in times if t]
+    assert sorted(texts) == [utc_text(t) for t in sorted(t for t in times if t)]
+    assert scheduled_of({"scheduled": "garbage"}) is None
+    with pytest.raises(QuamotionConfigError, match="before since"):
+        Window.of("2024-01-03", "2024-01-02")
+
+
+def test_cells_and_columns() -> None:
+    assert [cell(v) for v in ("a", 1, 1.5, True, None, {"k": [1, "é"]})] == [
+        "a",
+        "1",
+        "1.5",
+        "true",
+        None,
+        '{"k":[1,"é"]}',
+    ]
+    cols = Columns(None)
+    assert cols.fix({"b": 1, "a": 2}) == ("b", "a")
+    assert cols.values({"a": 3, "c": 4}) == [None, 3]
+    assert Columns(["x"]).project({"x": 1, "y": 2}) == {"x": 1}
+    assert Columns(None).project({"x": 1, "y": 2}) == {"x": 1, "y": 2}
+    with pytest.raises(QuamotionConfigError):
+        Columns(["a", "a"])
+
+
+def test_ordered_map_keeps_order_bounds_in_flight_and_is_lazy() -> None:
+    consumed = 0
+    outstanding = 0
+    peak = 0
+    lock = threading.Lock()
+
+    def source() -> Iterator[int]:
+        nonlocal consumed, outstanding
+        for i in itertools.count():
+            consumed += 1
+            with lock:
+                outstanding += 1
+            yield i
+
+    def square(i: int) -> int:
+        return i * i
+
+    gen = ordered_map(square, source(), workers=4, in_flight=8)
+    out = []
+    for item, result in gen:
+        with lock:
+            outstanding -= 1
+        peak = max(peak, outstanding)
+        out.append((item, result))
+        if len(out) == 1000:
+            break
+    gen.close()
+    assert out == [(i, i * i) for i in range(1000)]
+    assert consumed <= 1000 + 8  # an endless input, consumed only as far as needed
+    assert peak <= 8
+
+
+def test_ordered_map_raises_from_the_failing_item() -> None:
+    def fail_on_3(i: int) -> int:
+        if i == 3:
+            raise ValueError("three")
+        return i
+
+    seen: list[int] = []
+
+    def consume() -> None:
+        for item, _ in ordered_map(fail_on_3, range(100), workers=2):
+            seen.append(item)
+
+    with pytest.raises(ValueError, match="three"):
+        consume()
+    assert seen == [0, 1, 2]
+
+
+class EndlessHook:
+    """A hook whose test-run list never ends: an export must stream it, never materialise it."""
+
+    def __init__(self) -> None:
+        self.runs_read = 0
+        self.job_calls = 0
+
+    def iter_records(self, endpoint: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        assert endpoint == api.TEST_RUNS
+        for i in itertools.count():
+            self.runs_read += 1
+            yield {"testRunId": f"r{i}", "scheduled": "2024-01-02T00:00:00Z" if i % 2 else "2020-01-01"}
+
+    def list_jobs(self, run_id: str) -> list[dict[str, Any]]:
+        self.job_calls += 1
+        return [{"id": 1, "testRunId": "ignored"}, {"id": 2}]
+
+
+def test_jobs_stream_from_an_endless_run_list() -> None:
+    hook = EndlessHook()
+    rows = iter_rows(hook, api.RESOURCES["jobs"], window=Window.of("2024-01-01"), max_concurrency=8)  # type: ignore[arg-type]
+    first = list(itertools.islice(rows, 10_000))
+    rows.close()
+    assert [r.record["testRunId"] for r in first[:4]] == ["r1", "r1", "r3", "r3"]
+    assert first[0].record == {"testRunId": "r1", "id": 1}
+    assert first[0].scheduled == parse_instant("2024-01-02")
+    assert hook.job_calls <= 5000 + 16
+    assert hook.runs_read <= 2 * (5000 + 16) + 2
+
+
+def test_writers_empty_and_parquet_type_mismatch(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    assert write_file([], tmp_path / "e.jsonl", "jsonl") == 0
+    assert (tmp_path / "e.jsonl").read_bytes() == b""
+    assert write_file([], tmp_path / "e.csv", "csv", default_fields=("a", "b")) == 0
+    assert (tmp_path / "e.csv").read_bytes() == b"a,b\r\n"
+    assert write_file([], tmp_path / "e.parquet", "parquet", default_fields=("a",)) == 0
+    assert pq.read_table(tmp_path / "e.parquet").column_names == ["a"]
+    records = [{"n": 1}, {"n": 2.0}, {"n": "three"}]
+    with pytest.raises(QuamotionError, match="'n'"):
+        write_file(records, tmp_path / "bad.parquet", "parquet", batch_size=2)
+    assert not any(tmp_path.glob("*bad*"))
+    assert write_file(records, tmp_path / "ok.parquet", "parquet", batch_size=3) == 3
+    assert pq.read_table(tmp_path / "ok.parquet").column("n").to_pylist() == ["1", "2.0", "three"]
+    with pytest.raises(QuamotionConfigError, match="format"):
+        write_file(records, tmp_path / "x", "xml")
+
+
+def test_jsonl_is_deterministic_and_streams_unicode(tmp_path: Path) -> None:
+    records = ({"i": i, "name": "é" * (i % 5), "nested": {"k": [i]}} for i in range(20_000))
+    assert write_file(records, tmp_path / "a.jsonl", "jsonl") == 20_000
+    records = ({"i": i, "name": "é" * (i % 5), "nested": {"k": [i]}} for i in range(20_000))
+    write_file(records, tmp_path / "b.jsonl", "jsonl")
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+    assert json.loads((tmp_path / "a.jsonl").read_text(encoding="utf-8").splitlines()[3])["name"] == "ééé"
+
+
+class FakeHook:
+    escape_word_format = '"{}"'
+
+
+class MySqlLike:
+    escape_word_format = "`{}`"
+
+
+def test_identifier_quoting() -> None:
+    assert quote(FakeHook(), 'we"ird') == '"we""ird"'
+    assert quote_table(FakeHook(), "raw.test_runs") == '"raw"."test_runs"'
+    assert quote_table(MySqlLike(), "t") == "`t`"
+    with pytest.raises(QuamotionConfigError):
+        quote_table(FakeHook(), "raw.")
