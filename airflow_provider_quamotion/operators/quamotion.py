@@ -17,6 +17,13 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow_provider_quamotion import api
 from airflow_provider_quamotion.exceptions import QuamotionConfigError
 
+# The test-run operators live in their own module; import them from here like every other operator.
+from airflow_provider_quamotion.operators.test_run import (
+    QuamotionJobArtifactsOperator,
+    QuamotionStartTestRunOperator,
+    QuamotionUploadOperator,
+)
+
 if TYPE_CHECKING:
     import requests
     from airflow.sdk import Context
@@ -327,3 +334,13 @@ def _storage_dataset(destination: Any) -> tuple[str, str]:
     if parts.scheme == "file":
         return "file", parts.path
     return f"{parts.scheme}://{parts.netloc}", parts.path.lstrip("/")
+
+
+__all__ = [
+    "QuamotionApiOperator",
+    "QuamotionExportOperator",
+    "QuamotionJobArtifactsOperator",
+    "QuamotionStartTestRunOperator",
+    "QuamotionUploadOperator",
+    "QuamotionXComTooLargeError",
+]
