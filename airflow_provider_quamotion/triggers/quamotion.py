@@ -1,0 +1,528 @@
+"""Triggers: wait on Quamotion Cloud in the triggerer, on the hook's auth, retry, TLS and error rules.
+
+Both triggers poll through :class:`~airflow_provider_quamotion.hooks.quamotion.QuamotionAsyncHook`
+(the connection is read with ``aget_connection``, tokens come from the process-wide cache without
+blocking the event loop, transient failures are retried by the shared transport policy). They never
+submit work: the worker posts, the trigger only reads, so a restarted triggerer cannot duplicate a
+run.
+
+``serialize()`` holds ids and settings only - never a secret, a token or a connection's extra -
+and every event is small and bounded (see :data:`MAX_EVENT_BYTES` and
+:data:`~airflow_provider_quamotion.api.MAX_SUMMARY_JOBS`).
+
+Deadlines are absolute epoch seconds: the worker computes one from the sensor's ``timeout`` and the
+task's ``execution_timeout`` and the trigger yields a ``timeout`` event when it passes, so both limits
+hold while the task is deferred (Airflow itself does not apply ``execution_timeout`` to a deferral).
+
+This module imports only ``airflow.triggers.base`` and light project modules at import time; the
+hook (httpx, msal, tenacity) is imported when a trigger runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_quamotion import api
+from airflow_provider_quamotion.exceptions import (
+    QuamotionConfigError,
+    QuamotionError,
+    QuamotionNotFoundError,
+    redact,
+)
+
+if TYPE_CHECKING:
+    from airflow_provider_quamotion.hooks.quamotion import QuamotionAsyncHook
+
+DEFAULT_CONN_ID = "quamotion_default"
+#: The largest JSON body (bytes) the HTTP trigger puts into an event.
+MAX_EVENT_BYTES = 64 * 1024
+#: The longest message an event carries.
+MAX_MESSAGE_CHARS = 1000
+
+#: Hook settings a trigger may carry: none of them is a secret.
+SAFE_HOOK_SETTINGS = frozenset(
+    {"base_url", "tenant_id", "authority_host", "resource", "project", "verify", "timeout", "retry"}
+)
+_SECRET_SETTINGS = frozenset({"client_secret", "api_key", "password", "token", "proxies"})
+
+STATUS_SUCCESS = "success"
+STATUS_FAILED = "failed"
+STATUS_TIMEOUT = "timeout"
+STATUS_ERROR = "error"
+
+
+def safe_hook_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The hook overrides a trigger may carry in ``serialize()``: non-secret settings, JSON-safe.
+
+    A ``RetryPolicy`` becomes a plain dict (rebuilt by :func:`hook_overrides`).
+
+    :param settings: the hook overrides given to a sensor or operator (``hook_settings=``).
+    :raises QuamotionConfigError: for a secret (``client_secret``, ``api_key``, proxies that may hold
+        credentials) or an unknown setting: those belong in the connection, which the trigger reads.
+    """
+    out: dict[str, Any] = {}
+    for name, value in (settings or {}).items():
+        if name in _SECRET_SETTINGS:
+            raise QuamotionConfigError(
+                f"hook_settings[{name!r}] cannot be passed to a deferrable task: trigger arguments are "
+                "stored in Airflow's database. Put it in the connection instead."
+            )
+        if name not in SAFE_HOOK_SETTINGS:
+            raise QuamotionConfigError(
+                f"Unknown hook setting {name!r} for a trigger; allowed: {', '.join(sorted(SAFE_HOOK_SETTINGS))}."
+            )
+        if value is None:
+            continue
+        if name == "retry" and not isinstance(value, Mapping):
+            fields = getattr(value, "__dataclass_fields__", {})
+            value = {f: getattr(value, f) for f in fields}
+        if name == "retry":
+            value = {k: sorted(v) if isinstance(v, frozenset | set) else v for k, v in dict(value).items()}
+        out[name] = value
+    return out
+
+
+def hook_overrides(settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The inverse of :func:`safe_hook_settings`: keyword arguments for a hook."""
+    out = dict(settings or {})
+    if isinstance(out.get("retry"), Mapping):
+        from airflow_provider_quamotion.settings import RetryPolicy
+
+        retry = dict(out["retry"])
+        if "retry_statuses" in retry:
+            retry["retry_statuses"] = frozenset(int(s) for s in retry["retry_statuses"])
+        out["retry"] = RetryPolicy(**retry)
+    return out
+
+
+#: A shared hook is handed to new triggers for this long; then a fresh one (re-reading the connection)
+#: is made, and the old one closes when its last trigger ends.
+SHARED_HOOK_MAX_AGE = 900.0
+
+
+@dataclass
+class _Shared:
+    hook: QuamotionAsyncHook
+    created: float
+    users: int = 0
+
+
+_SHARED_HOOKS: dict[tuple[int, str, str], _Shared] = {}
+
+
+@contextlib.asynccontextmanager
+async def shared_hook(conn_id: str, hook_settings: Mapping[str, Any]) -> AsyncIterator[QuamotionAsyncHook]:
+    """One :class:`QuamotionAsyncHook` per event loop, connection and settings, shared by triggers.
+
+    A triggerer running 1,000 triggers then holds one HTTP connection pool and one TLS context instead
+    of 1,000 (tokens are shared process-wide anyway). An entry older than
+    :data:`SHARED_HOOK_MAX_AGE` is not handed out again, so a changed connection is picked up; each
+    hook is closed when its last trigger ends (or is cancelled).
+
+    :param conn_id: the Airflow connection ID.
+    :param hook_settings: the trigger's non-secret hook settings.
+    """
+    from airflow_provider_quamotion.hooks.quamotion import QuamotionAsyncHook
+
+    key = (id(asyncio.get_running_loop()), conn_id, json.dumps(hook_settings, sort_keys=True, default=str))
+    entry = _SHARED_HOOKS.get(key)
+    if entry is None or time.monotonic() - entry.created > SHARED_HOOK_MAX_AGE:
+        entry = _Shared(QuamotionAsyncHook(conn_id, **hook_overrides(hook_settings)), time.monotonic())
+        _SHARED_HOOKS[key] = entry
+    entry.users += 1
+    try:
+        yield entry.hook
+    finally:
+        entry.users -= 1
+        if entry.users == 0:
+            if _SHARED_HOOKS.get(key) is entry:
+                del _SHARED_HOOKS[key]
+            await entry.hook.aclose()
+
+
+def _message(text: str) -> str:
+    text = redact(text)
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + "..."
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else deadline - time.time()
+
+
+class _QuamotionTriggerBase(BaseTrigger):
+    """What both triggers share: the connection, the hook settings, the deadline and the poll interval."""
+
+    def __init__(
+        self,
+        *,
+        quamotion_conn_id: str = DEFAULT_CONN_ID,
+        poll_interval: float = 30.0,
+        deadline: float | None = None,
+        hook_settings: Mapping[str, Any] | None = None,
+        first_delay: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if poll_interval <= 0:
+            raise QuamotionConfigError("poll_interval must be a positive number of seconds")
+        self.quamotion_conn_id = quamotion_conn_id
+        self.poll_interval = float(poll_interval)
+        self.deadline = float(deadline) if deadline is not None else None
+        self.hook_settings = safe_hook_settings(hook_settings)
+        self.first_delay = max(0.0, float(first_delay))
+
+    def _common_kwargs(self) -> dict[str, Any]:
+        return {
+            "quamotion_conn_id": self.quamotion_conn_id,
+            "poll_interval": self.poll_interval,
+            "deadline": self.deadline,
+            "hook_settings": self.hook_settings,
+            "first_delay": self.first_delay,
+        }
+
+    def _hook(self) -> contextlib.AbstractAsyncContextManager[QuamotionAsyncHook]:
+        return shared_hook(self.quamotion_conn_id, self.hook_settings)
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep ``seconds`` but not past the deadline; ``False`` when the deadline has passed."""
+        remaining = _remaining(self.deadline)
+        if remaining is not None:
+            if remaining <= 0:
+                return False
+            seconds = min(seconds, remaining)
+        await asyncio.sleep(seconds)
+        return True
+
+    def _deadline_passed(self) -> bool:
+        remaining = _remaining(self.deadline)
+        return remaining is not None and remaining <= 0
+
+
+class QuamotionTestRunTrigger(_QuamotionTriggerBase):
+    """Poll a test run's jobs until the run finishes, fails, or the deadline passes.
+
+    Yields one event, a small dict: ``{"status": "success" | "failed" | "timeout" | "error",
+    "test_run_id", "state", "jobs": [{"id", "device", "status"}, ...] (at most
+    :data:`~airflow_provider_quamotion.api.MAX_SUMMARY_JOBS`, failed first), "job_count", "deadline",
+    "message"}``.
+
+    :param test_run_id: the run to wait on.
+    :param quamotion_conn_id: the Airflow connection ID (read with ``aget_connection``).
+    :param poll_interval: seconds between polls.
+    :param deadline: absolute time (epoch seconds) at which to give up with a ``timeout`` event;
+        ``None`` waits for ever.
+    :param allow_skipped: count ``skipped`` jobs as passed.
+    :param hook_settings: non-secret hook overrides (see :func:`safe_hook_settings`).
+    :param first_delay: seconds to wait before the first poll.
+    """
+
+    def __init__(
+        self,
+        test_run_id: str,
+        quamotion_conn_id: str = DEFAULT_CONN_ID,
+        poll_interval: float = 30.0,
+        deadline: float | None = None,
+        allow_skipped: bool = False,
+        hook_settings: Mapping[str, Any] | None = None,
+        first_delay: float = 0.0,
+    ) -> None:
+        super().__init__(
+            quamotion_conn_id=quamotion_conn_id,
+            poll_interval=poll_interval,
+            deadline=deadline,
+            hook_settings=hook_settings,
+            first_delay=first_delay,
+        )
+        self.test_run_id = str(test_run_id)
+        self.allow_skipped = bool(allow_skipped)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """Ids and settings only: never a secret or a token."""
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "test_run_id": self.test_run_id,
+                "allow_skipped": self.allow_skipped,
+                **self._common_kwargs(),
+            },
+        )
+
+    def _event(
+        self, status: str, message: str, state: str | None = None, jobs: list[Any] | None = None
+    ) -> TriggerEvent:
+        return TriggerEvent(
+            {
+                "status": status,
+                "test_run_id": self.test_run_id,
+                "state": state,
+                "jobs": api.summarize_jobs(jobs or []),
+                "job_count": len(jobs or []),
+                "deadline": self.deadline,
+                "message": _message(message),
+            }
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Poll ``testRun/{id}/jobs`` every ``poll_interval`` until the run is finished or the deadline."""
+        if self.first_delay and not await self._sleep(self.first_delay):
+            yield self._timeout_event(None, [])
+            return
+        async with self._hook() as hook:
+            event = await self._poll(hook)
+        yield event  # the shared hook is released before the event leaves
+
+    async def _poll(self, hook: QuamotionAsyncHook) -> TriggerEvent:
+        while True:
+            try:
+                jobs = await hook.list_jobs(self.test_run_id)
+                state = api.run_state_from_jobs(jobs, allow_skipped=self.allow_skipped)
+            except QuamotionNotFoundError as err:
+                return self._event(
+                    STATUS_ERROR, f"Test run {self.test_run_id!r} was not found: {err}", None, []
+                )
+            except (QuamotionError, ValueError, TypeError) as err:
+                return self._event(STATUS_ERROR, f"{type(err).__name__}: {err}", None, [])
+            if state is api.TestRunState.SUCCESS:
+                return self._event(STATUS_SUCCESS, f"Test run {self.test_run_id} passed.", state.value, jobs)
+            if state is api.TestRunState.FAILED:
+                return self._event(STATUS_FAILED, f"Test run {self.test_run_id} failed.", state.value, jobs)
+            self.log.debug("Test run %s is %s", self.test_run_id, state.value)
+            if not await self._sleep(self.poll_interval):
+                return self._timeout_event(state.value, jobs)
+
+    def _timeout_event(self, state: str | None, jobs: list[Any]) -> TriggerEvent:
+        return self._event(
+            STATUS_TIMEOUT,
+            f"Test run {self.test_run_id} did not finish before the deadline "
+            f"({time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(self.deadline or 0))}); "
+            f"it was {state or 'not polled'}. The run itself keeps going in Quamotion Cloud.",
+            state,
+            jobs,
+        )
+
+
+class QuamotionHttpTrigger(_QuamotionTriggerBase):
+    """Poll any endpoint until it is ready, for :class:`~airflow_provider_quamotion.sensors.quamotion.QuamotionSensor`.
+
+    "Ready" is a 2xx reply (a 404 counts as "not yet" with ``not_found_ok``); with
+    ``response_check_path`` (the dotted path of an importable function taking the parsed reply) the
+    trigger also runs that check and keeps polling while it is false. The event carries the parsed
+    reply (JSON, or text) when it is at most ``max_event_bytes`` long, so the worker can run a callable
+    ``response_check``; a larger reply yields an ``error`` event saying so. When a path check ran,
+    the event carries its verdict and XCom value instead of the body.
+
+    Event: ``{"status": "success" | "timeout" | "error", "endpoint", "http_status", "body",
+    "checked": bool, "xcom_value", "deadline", "message"}``. The event carries the deadline so the worker
+    can defer again with the same one (``airflow dags test`` does not pass ``defer(kwargs=...)`` back
+    along with an event).
+
+    :param endpoint: ``"testRun"`` (project-relative), ``"/api/version"`` or a URL on the connection's
+        origin.
+    :param quamotion_conn_id: the Airflow connection ID.
+    :param method: the HTTP method.
+    :param params: query parameters (JSON-serializable).
+    :param not_found_ok: treat HTTP 404 as "not yet".
+    :param response_check_path: dotted path of a check to run in the triggerer.
+    :param poll_interval: seconds between polls.
+    :param deadline: absolute time (epoch seconds) at which to give up with a ``timeout`` event.
+    :param hook_settings: non-secret hook overrides.
+    :param first_delay: seconds to wait before the first poll (used when the worker re-defers).
+    :param max_event_bytes: the largest body put into an event.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        quamotion_conn_id: str = DEFAULT_CONN_ID,
+        method: str = "GET",
+        params: Mapping[str, Any] | None = None,
+        not_found_ok: bool = False,
+        response_check_path: str | None = None,
+        poll_interval: float = 30.0,
+        deadline: float | None = None,
+        hook_settings: Mapping[str, Any] | None = None,
+        first_delay: float = 0.0,
+        max_event_bytes: int = MAX_EVENT_BYTES,
+    ) -> None:
+        super().__init__(
+            quamotion_conn_id=quamotion_conn_id,
+            poll_interval=poll_interval,
+            deadline=deadline,
+            hook_settings=hook_settings,
+            first_delay=first_delay,
+        )
+        self.endpoint = endpoint
+        self.method = method.upper()
+        self.params = dict(params) if params else None
+        self.not_found_ok = bool(not_found_ok)
+        self.response_check_path = response_check_path
+        self.max_event_bytes = int(max_event_bytes)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """The endpoint, its parameters and settings: never a secret or a token."""
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "endpoint": self.endpoint,
+                "method": self.method,
+                "params": self.params,
+                "not_found_ok": self.not_found_ok,
+                "response_check_path": self.response_check_path,
+                "max_event_bytes": self.max_event_bytes,
+                **self._common_kwargs(),
+            },
+        )
+
+    def _event(self, status: str, message: str, **fields: Any) -> TriggerEvent:
+        payload: dict[str, Any] = {
+            "status": status,
+            "endpoint": self.endpoint,
+            "http_status": None,
+            "body": None,
+            "checked": False,
+            "xcom_value": None,
+            "deadline": self.deadline,
+            "message": _message(message),
+        }
+        payload.update(fields)
+        return TriggerEvent(payload)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Poll the endpoint until it is ready (and the path check, if any, passes) or the deadline."""
+        check = None
+        if self.response_check_path:
+            try:
+                check = import_check(self.response_check_path)
+            except QuamotionConfigError as err:
+                yield self._event(STATUS_ERROR, str(err))
+                return
+        if self.first_delay and not await self._sleep(self.first_delay):
+            yield self._event(STATUS_TIMEOUT, self._timeout_message())
+            return
+        async with self._hook() as hook:
+            try:
+                event = await self._poll(hook, check)
+            except QuamotionError as err:
+                event = self._event(STATUS_ERROR, f"{type(err).__name__}: {err}")
+        yield event  # the shared hook is released before the event leaves
+
+    async def _poll(self, hook: QuamotionAsyncHook, check: Any) -> TriggerEvent:
+        while True:
+            try:
+                response = await hook.request(self.method, self.endpoint, params=self.params)
+            except QuamotionNotFoundError as err:
+                if not self.not_found_ok:
+                    return self._event(STATUS_ERROR, str(err), http_status=404)
+                self.log.info("%s %s: 404, not there yet", self.method, self.endpoint)
+            else:
+                size = len(response.content)
+                body = parse_body(response)
+                if check is not None:
+                    try:
+                        verdict, xcom_value = run_check(check, body)
+                    except Exception as err:
+                        return self._event(
+                            STATUS_ERROR,
+                            f"response_check {self.response_check_path} raised {type(err).__name__}: {err}",
+                            http_status=response.status_code,
+                        )
+                    if verdict:
+                        if _json_size(xcom_value) > self.max_event_bytes:
+                            return self._event(
+                                STATUS_ERROR,
+                                f"response_check {self.response_check_path} returned an XCom value larger "
+                                f"than {self.max_event_bytes} bytes; return something small (an id, a count).",
+                                http_status=response.status_code,
+                            )
+                        return self._event(
+                            STATUS_SUCCESS,
+                            f"{self.method} {self.endpoint} passed {self.response_check_path}.",
+                            http_status=response.status_code,
+                            checked=True,
+                            xcom_value=xcom_value,
+                        )
+                elif size > self.max_event_bytes:
+                    return self._event(
+                        STATUS_ERROR,
+                        f"{self.method} {self.endpoint} returned {size} bytes, more than the "
+                        f"{self.max_event_bytes} a trigger event may carry to the worker's response_check. "
+                        "Poll a narrower endpoint, or give response_check as the dotted path of an "
+                        "importable function so the triggerer judges the reply itself.",
+                        http_status=response.status_code,
+                    )
+                else:
+                    return self._event(
+                        STATUS_SUCCESS,
+                        f"{self.method} {self.endpoint} answered HTTP {response.status_code}.",
+                        http_status=response.status_code,
+                        body=body,
+                    )
+            if not await self._sleep(self.poll_interval):
+                return self._event(STATUS_TIMEOUT, self._timeout_message())
+
+    def _timeout_message(self) -> str:
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.deadline or 0))
+        return f"{self.method} {self.endpoint} was not ready before the deadline ({when})."
+
+
+def parse_body(response: Any) -> Any:
+    """A reply's parsed JSON, or its text when it is not JSON, or ``None`` when it is empty."""
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
+
+
+def _json_size(value: Any) -> int:
+    try:
+        return len(json.dumps(value, default=str))
+    except (TypeError, ValueError):
+        return len(str(value))
+
+
+def import_check(path: str) -> Any:
+    """Import a check given as ``"package.module.function"``.
+
+    :raises QuamotionConfigError: when it cannot be imported or is not callable.
+    """
+    from airflow.sdk.module_loading import import_string
+
+    try:
+        check = import_string(path)
+    except (ImportError, ValueError) as err:
+        raise QuamotionConfigError(
+            f"response_check {path!r} cannot be imported ({err}); give the dotted path of a function "
+            "importable in the triggerer and the worker, e.g. 'my_company.checks.all_done'."
+        ) from None
+    if not callable(check):
+        raise QuamotionConfigError(f"response_check {path!r} is not callable.")
+    return check
+
+
+def run_check(check: Any, body: Any) -> tuple[bool, Any]:
+    """Run a response check; returns (verdict, XCom value). A ``PokeReturnValue`` carries both."""
+    result = check(body)
+    if hasattr(result, "is_done") and hasattr(result, "xcom_value"):
+        return bool(result.is_done), result.xcom_value
+    return bool(result), None
+
+
+__all__ = [
+    "MAX_EVENT_BYTES",
+    "QuamotionHttpTrigger",
+    "QuamotionTestRunTrigger",
+    "hook_overrides",
+    "import_check",
+    "parse_body",
+    "run_check",
+    "safe_hook_settings",
+]

@@ -1,0 +1,260 @@
+"""Trigger tests with pytest-asyncio against the sandbox: events, deadlines, retries, errors, serialization."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from airflow_provider_quamotion import api
+from airflow_provider_quamotion.exceptions import QuamotionConfigError
+from airflow_provider_quamotion.hooks.quamotion import QuamotionAsyncHook, QuamotionHook
+from airflow_provider_quamotion.sandbox import Sandbox
+from airflow_provider_quamotion.settings import RetryPolicy
+from airflow_provider_quamotion.triggers import quamotion as triggers_module
+from airflow_provider_quamotion.triggers.quamotion import (
+    QuamotionHttpTrigger,
+    QuamotionTestRunTrigger,
+    hook_overrides,
+    safe_hook_settings,
+)
+from tests import sandbox_helpers
+from tests.mocks import reset_process_caches
+from tests.sandbox_helpers import FAST_RETRY, start_run
+
+
+@pytest.fixture(scope="module")
+def own_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    """This module's own sandbox: it creates runs the session sandbox's other users must not see."""
+    yield from sandbox_helpers.private_sandbox(tmp_path_factory)
+
+
+@pytest.fixture
+def sandbox_conn(own_sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
+    """``own_sandbox`` as ``quamotion_default`` (overrides the session-wide fixture here)."""
+    yield from sandbox_helpers.private_conn(own_sandbox, monkeypatch)
+
+
+async def first_event(trigger: Any, timeout: float = 30) -> dict[str, Any]:
+    async def run() -> dict[str, Any]:
+        async for event in trigger.run():
+            return dict(event.payload)
+        raise AssertionError("the trigger ended without an event")
+
+    return await asyncio.wait_for(run(), timeout)
+
+
+def run_trigger(test_run_id: str, **kwargs: Any) -> QuamotionTestRunTrigger:
+    kwargs.setdefault("poll_interval", 0.1)
+    kwargs.setdefault("deadline", time.time() + 20)
+    kwargs.setdefault("hook_settings", {"retry": FAST_RETRY})
+    return QuamotionTestRunTrigger(test_run_id, **kwargs)
+
+
+async def test_success_event_is_small_and_complete(sandbox_conn: Sandbox) -> None:
+    run_id = start_run()
+    event = await first_event(run_trigger(run_id))
+    assert event["status"] == "success"
+    assert event["test_run_id"] == run_id
+    assert event["state"] == "success"
+    assert event["job_count"] == len(event["jobs"]) > 0
+    assert set(event["jobs"][0]) == {"id", "device", "status"}
+    assert len(json.dumps(event)) < 4096
+
+
+async def test_failed_run_yields_failed_event_with_per_job_status(sandbox_conn: Sandbox) -> None:
+    run_id = start_run(parameters="please fail")
+    event = await first_event(run_trigger(run_id))
+    assert event["status"] == "failed"
+    assert {j["status"] for j in event["jobs"]} == {"failed"}
+
+
+async def test_deadline_yields_timeout_event(sandbox_conn: Sandbox) -> None:
+    run_id = start_run()
+    started = time.monotonic()
+    event = await first_event(run_trigger(run_id, poll_interval=5, deadline=time.time() + 0.3))
+    assert event["status"] == "timeout"
+    assert time.monotonic() - started < 2  # the sleep is cut at the deadline, not at poll_interval
+    assert "deadline" in event["message"]
+    assert event["state"] in ("queued", "running")
+
+
+async def test_deadline_already_passed_with_first_delay(sandbox_conn: Sandbox) -> None:
+    event = await first_event(run_trigger("any", first_delay=10, deadline=time.time() - 1))
+    assert event["status"] == "timeout"
+
+
+async def test_transient_errors_are_retried_by_the_transport(sandbox_conn: Sandbox) -> None:
+    run_id = start_run()
+    sandbox_conn.set_faults(path=r"/jobs$", sequence=[503, 500, "ok", 503], retry_after=0)
+    event = await first_event(run_trigger(run_id))
+    assert event["status"] == "success"
+    assert sandbox_conn.counters()["faults_injected"] == 3
+
+
+async def test_permanent_error_yields_error_event_without_secrets(sandbox_conn: Sandbox) -> None:
+    sandbox_conn.set_faults(path=r"/jobs$", status=403)
+    event = await first_event(run_trigger(start_run()))
+    assert event["status"] == "error"
+    assert "403" in event["message"]
+    text = json.dumps(event)
+    assert sandbox_conn.client_secret not in text
+    assert QuamotionHook().get_token() not in text
+
+
+async def test_unknown_run_yields_error_event(sandbox_conn: Sandbox) -> None:
+    event = await first_event(run_trigger("no-such-run"))
+    assert event["status"] == "error"
+    assert "not found" in event["message"]
+
+
+async def test_event_summary_is_bounded() -> None:
+    jobs = [{"id": i, "name": f"d{i}", "status": "success" if i % 2 else "failed"} for i in range(500)]
+    summary = api.summarize_jobs(jobs)
+    assert len(summary) == api.MAX_SUMMARY_JOBS
+    assert all(j["status"] == "failed" for j in summary)  # failed jobs first
+
+
+async def test_many_triggers_share_one_token(sandbox_conn: Sandbox) -> None:
+    reset_process_caches()
+    run_ids = [start_run() for _ in range(3)]
+    sandbox_conn.reset_counters()
+    reset_process_caches()
+    triggers = [run_trigger(run_ids[i % 3]) for i in range(50)]
+    built: list[Any] = []
+    real_init = QuamotionAsyncHook.__init__
+
+    def counting_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        built.append(self)
+        real_init(self, *args, **kwargs)
+
+    QuamotionAsyncHook.__init__ = counting_init  # type: ignore[method-assign]
+    try:
+        events = await asyncio.gather(*(first_event(t) for t in triggers))
+    finally:
+        QuamotionAsyncHook.__init__ = real_init  # type: ignore[method-assign]
+    assert {e["status"] for e in events} == {"success"}
+    assert sandbox_conn.counters()["tokens_issued"] == 1
+    assert len(built) == 1  # one hook (one connection pool, one TLS context) for all 50
+    assert built[0]._client is None or built[0]._client._client is None  # closed after the last one
+    assert not triggers_module._SHARED_HOOKS
+
+
+# --- the HTTP trigger ----------------------------------------------------------------------------
+
+
+def http_trigger(endpoint: str, **kwargs: Any) -> QuamotionHttpTrigger:
+    kwargs.setdefault("poll_interval", 0.1)
+    kwargs.setdefault("deadline", time.time() + 10)
+    kwargs.setdefault("hook_settings", {"retry": FAST_RETRY})
+    return QuamotionHttpTrigger(endpoint, **kwargs)
+
+
+def has_jobs(body: Any) -> bool:
+    """A check importable by dotted path (the trigger runs it)."""
+    return isinstance(body, list) and len(body) > 0
+
+
+def job_count(body: Any) -> Any:
+    """A check returning a PokeReturnValue with a small XCom value."""
+    from airflow.sdk import PokeReturnValue
+
+    return PokeReturnValue(isinstance(body, list) and len(body) > 0, {"jobs": len(body or [])})
+
+
+async def test_http_trigger_returns_parsed_body(sandbox_conn: Sandbox) -> None:
+    event = await first_event(http_trigger("deviceGroup"))
+    assert event["status"] == "success"
+    assert event["http_status"] == 200
+    assert isinstance(event["body"], list)
+    assert event["body"][0]["deviceGroupId"]
+
+
+async def test_http_trigger_404_not_found_ok_keeps_polling_until_deadline(sandbox_conn: Sandbox) -> None:
+    event = await first_event(
+        http_trigger("job/1/artifacts-nope", not_found_ok=True, deadline=time.time() + 0.5)
+    )
+    assert event["status"] == "timeout"
+    assert sandbox_conn.counters()["status"].get("404", 0) >= 2
+
+
+async def test_http_trigger_404_is_an_error_without_not_found_ok(sandbox_conn: Sandbox) -> None:
+    event = await first_event(http_trigger("testRun/nope/jobs"))
+    assert event["status"] == "error"
+    assert event["http_status"] == 404
+
+
+async def test_http_trigger_refuses_a_large_body(sandbox_conn: Sandbox) -> None:
+    event = await first_event(http_trigger("deviceGroup", max_event_bytes=100))
+    assert event["status"] == "error"
+    assert "dotted path" in event["message"]
+    assert event["body"] is None
+
+
+async def test_http_trigger_runs_a_dotted_check(sandbox_conn: Sandbox) -> None:
+    run_id = start_run()
+    event = await first_event(
+        http_trigger(api.test_run_jobs(run_id), response_check_path=f"{__name__}.job_count")
+    )
+    assert event["status"] == "success"
+    assert event["checked"] is True
+    assert event["body"] is None  # the reply never left the triggerer
+    assert event["xcom_value"]["jobs"] > 0
+    assert sandbox_conn.counters()["by_path"][f"/project/sandbox/api/testRun/{run_id}/jobs"] >= 2
+
+
+async def test_http_trigger_bad_dotted_check_is_an_error() -> None:
+    event = await first_event(http_trigger("deviceGroup", response_check_path="no.such.module.check"))
+    assert event["status"] == "error"
+    assert "cannot be imported" in event["message"]
+
+
+# --- serialization ---------------------------------------------------------------------------------
+
+
+def test_serialize_round_trips_and_holds_no_secret(sandbox_conn: Sandbox) -> None:
+    token = QuamotionHook().get_token()
+    secrets = [sandbox_conn.client_secret, sandbox_conn.api_key, token]
+    triggers = [
+        QuamotionTestRunTrigger(
+            "run-1",
+            poll_interval=5,
+            deadline=123.0,
+            allow_skipped=True,
+            hook_settings={"retry": RetryPolicy(max_attempts=2), "timeout": 9, "project": "sandbox"},
+        ),
+        QuamotionHttpTrigger(
+            "testRun",
+            params={"q": 1},
+            not_found_ok=True,
+            response_check_path=f"{__name__}.has_jobs",
+            hook_settings={"verify": sandbox_conn.ca_path},
+        ),
+    ]
+    for trigger in triggers:
+        classpath, kwargs = trigger.serialize()
+        text = json.dumps(kwargs)  # JSON-safe: stored as is
+        for secret in secrets:
+            assert secret not in text
+        for word in ("client_secret", "api_key", "password", "token"):
+            assert word not in text
+        module, _, name = classpath.rpartition(".")
+        clone = getattr(__import__(module, fromlist=[name]), name)(**kwargs)
+        assert clone.serialize() == (classpath, kwargs)
+
+
+def test_hook_settings_refuse_secrets_and_rebuild_retry() -> None:
+    with pytest.raises(QuamotionConfigError, match="connection"):
+        safe_hook_settings({"client_secret": "x"})
+    with pytest.raises(QuamotionConfigError, match="connection"):
+        safe_hook_settings({"api_key": "x"})
+    with pytest.raises(QuamotionConfigError, match="Unknown"):
+        safe_hook_settings({"bogus": 1})
+    safe = safe_hook_settings({"retry": RetryPolicy(max_attempts=2, retry_statuses=frozenset({503}))})
+    assert safe == {"retry": {**safe["retry"], "max_attempts": 2, "retry_statuses": [503]}}
+    rebuilt = hook_overrides(safe)["retry"]
+    assert rebuilt == RetryPolicy(max_attempts=2, retry_statuses=frozenset({503}))
