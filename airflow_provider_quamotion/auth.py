@@ -222,7 +222,9 @@ class MsalClientCredentials:
         from airflow_provider_quamotion.transport import QuamotionSession
 
         s = self.settings
-        http = QuamotionSession(s, origin=origin_of(s.authority_host), raise_for_status=False, pool_size=4)
+        http = QuamotionSession(
+            s, origin=origin_of(s.authority_host), raise_for_status=False, pool_size=4, safe_to_repeat=True
+        )
         try:
             return msal.ConfidentialClientApplication(
                 s.client_id,
@@ -233,10 +235,12 @@ class MsalClientCredentials:
                 instance_discovery=False,
                 validate_authority=False,
             )
-        except ValueError as err:
+        except ValueError:
             raise QuamotionAuthError(
-                f"Azure AD authority {s.authority!r} could not be used: {redact(str(err), *s.secrets())[:300]}. "
-                "Check tenant_id (a GUID or a domain such as contoso.onmicrosoft.com) and authority_host."
+                f"Azure AD does not know the tenant {s.tenant_id!r} at {s.authority_host} (its OpenID "
+                "configuration could not be loaded; Azure AD calls this AADSTS90002). Check tenant_id "
+                "(a GUID or a domain such as contoso.onmicrosoft.com) and authority_host.",
+                code="AADSTS90002",
             ) from None
 
     def fetch(self) -> Token:
@@ -291,7 +295,7 @@ class ApiKeyLogin:
         """Log in and return the token document's ``access_token``."""
         from airflow_provider_quamotion.transport import QuamotionSession, parse_json
 
-        with QuamotionSession(self.settings, pool_size=1) as http:
+        with QuamotionSession(self.settings, pool_size=1, safe_to_repeat=True) as http:
             try:
                 response = http.post(api.LOGIN, data={api.LOGIN_API_KEY_FIELD: self.settings.api_key})
             except QuamotionAuthError:

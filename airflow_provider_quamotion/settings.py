@@ -232,7 +232,7 @@ def settings_from_connection(
         verify=_verify(pick("verify"), conn_id),
         timeout=_timeout(pick("timeout"), conn_id),
         proxies=_proxies(pick("proxies"), conn_id),
-        retry=pick("retry") or RetryPolicy(),
+        retry=_retry(pick("retry"), conn_id),
     )
 
 
@@ -311,6 +311,32 @@ def _timeout(value: Any, conn_id: str) -> float:
             f"Connection {conn_id!r}: timeout={value!r} must be a positive number of seconds."
         )
     return timeout
+
+
+def _retry(value: Any, conn_id: str) -> RetryPolicy:
+    """A retry policy from a :class:`RetryPolicy`, a dict or its JSON (``{"max_attempts": 3}``)."""
+    if value in (None, "", {}):
+        return RetryPolicy()
+    if isinstance(value, RetryPolicy):
+        return value
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            value = None
+    known = set(RetryPolicy.__dataclass_fields__)
+    if not isinstance(value, Mapping) or not set(value) <= known:
+        raise QuamotionConfigError(
+            f"Connection {conn_id!r}: retry must be an object with some of {', '.join(sorted(known))}, "
+            'e.g. {"max_attempts": 3, "backoff_max": 10}.'
+        )
+    fields = dict(value)
+    if "retry_statuses" in fields:
+        fields["retry_statuses"] = frozenset(int(s) for s in fields["retry_statuses"])
+    try:
+        return RetryPolicy(**fields)
+    except (TypeError, ValueError) as err:
+        raise QuamotionConfigError(f"Connection {conn_id!r}: retry is not valid: {err}") from None
 
 
 def _proxies(value: Any, conn_id: str) -> dict[str, str] | None:

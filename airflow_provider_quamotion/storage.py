@@ -41,6 +41,29 @@ def uri_of(destination: Any) -> str:
     return f"file://{os.path.abspath(path)}" if isinstance(path, str) else str(path)
 
 
+def remove_stale_temporaries(path: Any) -> int:
+    """Remove temporary objects a killed writer left beside ``path`` (a SIGKILL skips every cleanup).
+
+    Writing the same destination from two tasks at once is a race whoever wins; this only makes
+    sure a rerun after a kill leaves nothing behind. Returns how many were removed.
+    """
+    pattern = f".{os.path.basename(str(path)) if isinstance(path, str) else path.name}{TEMP_MARKER}*"
+    removed = 0
+    with contextlib.suppress(Exception):
+        if isinstance(path, str):
+            import glob
+
+            directory = os.path.dirname(os.path.abspath(path))
+            for stale in glob.glob(os.path.join(glob.escape(directory), pattern)):
+                os.unlink(stale)
+                removed += 1
+        else:
+            for stale in path.parent.glob(pattern):
+                stale.unlink()
+                removed += 1
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_writer(destination: Any, mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temporary object beside ``destination``; move it into place when the block succeeds.
@@ -50,6 +73,7 @@ def atomic_writer(destination: Any, mode: str = "wb") -> Iterator[IO[Any]]:
     """
     path = to_path(destination)
     suffix = f"{TEMP_MARKER}{uuid.uuid4().hex}"
+    remove_stale_temporaries(path)
     if isinstance(path, str):
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)

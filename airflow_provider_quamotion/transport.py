@@ -244,6 +244,15 @@ class _Retry(Exception):
     retry_after: float | None = None
     response: Any = None
 
+    @property
+    def reason(self) -> str:
+        """A short description of the failed attempt for the retry log (``HTTP 503``, ``ReadTimeout``)."""
+        status = getattr(self.error, "status", None)
+        if status:
+            return f"HTTP {status}"
+        cause = self.__cause__
+        return type(cause).__name__ if cause is not None else type(self.error).__name__
+
 
 def _retrying(policy: RetryPolicy, method: str, url: str, factory: Any) -> Any:
     def wait(state: tenacity.RetryCallState) -> float:
@@ -260,7 +269,7 @@ def _retrying(policy: RetryPolicy, method: str, url: str, factory: Any) -> Any:
             urlsplit(url).path,
             state.attempt_number,
             policy.max_attempts,
-            exc.error if isinstance(exc, _Retry) else exc,
+            exc.reason if isinstance(exc, _Retry) else type(exc).__name__,
             state.upcoming_sleep,
         )
 
@@ -301,6 +310,8 @@ class QuamotionSession(requests.Session):
     :param origin: the only origin this session talks to (default: the API's).
     :param raise_for_status: raise typed errors for non-2xx replies.
     :param pool_size: connections kept per host (raise it for concurrent fan-out).
+    :param safe_to_repeat: every request of this session may be repeated whatever its method (token
+        requests: a POST that has no side effect), so retries follow the idempotent rules.
     """
 
     def __init__(
@@ -311,12 +322,14 @@ class QuamotionSession(requests.Session):
         origin: str | None = None,
         raise_for_status: bool = True,
         pool_size: int = DEFAULT_POOL_SIZE,
+        safe_to_repeat: bool = False,
     ) -> None:
         super().__init__()
         self.settings = settings
         self.token_provider = token_provider
         self.allowed_origin = origin or settings.origin
         self.raise_for_status_enabled = raise_for_status
+        self.safe_to_repeat = safe_to_repeat
         self.trust_env = False
         self.verify = settings.verify
         self.proxies = dict(settings.proxies or {})
@@ -353,6 +366,7 @@ class QuamotionSession(requests.Session):
     ) -> requests.Response:
         """Send a request under the transport policy (see the class docstring)."""
         method = method.upper()
+        retry_as = "GET" if self.safe_to_repeat else method
         full_url = self.url_for(url.decode() if isinstance(url, bytes) else url)
         kwargs.setdefault("timeout", self.settings.timeout)
         rewind = _rewinder(kwargs.get("files"), kwargs.get("data"))
@@ -361,7 +375,7 @@ class QuamotionSession(requests.Session):
             rewind()
             response = self._send_with_renewal(method, full_url, kwargs)
             status = response.status_code
-            if status >= 400 and retry_decision(self.settings.retry, method, status=status):
+            if status >= 400 and retry_decision(self.settings.retry, retry_as, status=status):
                 error = error_for_status(method, full_url, status, _peek_body(response), response.headers)
                 after = retry_after_seconds(response.headers.get("Retry-After"))
                 response.close()
@@ -375,7 +389,7 @@ class QuamotionSession(requests.Session):
                 error = transport_error(method, full_url, exc)
                 if isinstance(exc, requests.exceptions.SSLError):
                     raise error from exc  # a certificate problem does not go away by retrying
-                if retry_decision(self.settings.retry, method, sent=_requests_failure_sent(exc)):
+                if retry_decision(self.settings.retry, retry_as, sent=_requests_failure_sent(exc)):
                     raise _Retry(error) from exc
                 raise error from exc
 

@@ -625,3 +625,65 @@ def test_importing_and_building_the_hook_touches_no_network_and_no_msal() -> Non
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "clean" in out.stdout
+
+
+def test_token_requests_are_retried_on_5xx_and_drops(sleeps: list[float]) -> None:
+    with rm.Mocker() as m:
+        base = f"{AUTHORITY}/{TENANT}"
+        m.get(
+            f"{base}/v2.0/.well-known/openid-configuration",
+            [
+                {"exc": requests.ConnectionError("reset")},
+                {
+                    "json": {
+                        "authorization_endpoint": f"{base}/a",
+                        "token_endpoint": f"{base}/oauth2/v2.0/token",
+                    }
+                },
+            ],
+        )
+        token = m.post(
+            f"{base}/oauth2/v2.0/token",
+            [
+                {"status_code": 503, "headers": {"Retry-After": "2"}},
+                {"exc": requests.ConnectionError("dropped")},
+                {"json": {"access_token": TOKEN, "expires_in": 3600, "token_type": "Bearer"}},
+            ],
+        )
+        m.get(f"{HOST}/api/version", json={"ok": 1})
+        assert _hook().get_version() == {"ok": 1}
+        assert token.call_count == 3
+    assert len(sleeps) == 3
+    assert 2.0 in sleeps
+
+
+def test_retry_policy_from_the_connection_extra(monkeypatch: pytest.MonkeyPatch, sleeps: list[float]) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_QUAMOTION_DEFAULT",
+        connection_json(retry={"max_attempts": 2, "backoff_initial": 0.01, "retry_statuses": [503]}),
+    )
+    hook = QuamotionHook()
+    assert hook.settings.retry == RetryPolicy(
+        max_attempts=2, backoff_initial=0.01, retry_statuses=frozenset({503})
+    )
+    with rm.Mocker() as m:
+        mock_aad(m)
+        api = m.get(f"{HOST}/api/version", status_code=503)
+        with pytest.raises(QuamotionApiError, match="HTTP 503"):
+            hook.get_version()
+        assert api.call_count == 2
+    monkeypatch.setenv("AIRFLOW_CONN_QUAMOTION_DEFAULT", connection_json(retry={"attempts": 2}))
+    with pytest.raises(QuamotionConfigError, match="retry must be an object with some of"):
+        _ = QuamotionHook().settings
+
+
+def test_retry_log_names_the_status_of_each_attempt(
+    sleeps: list[float], caplog: pytest.LogCaptureFixture
+) -> None:
+    with rm.Mocker() as m, caplog.at_level(logging.WARNING):
+        mock_aad(m)
+        m.get(f"{HOST}/api/version", [{"status_code": 429}, {"exc": requests.ReadTimeout("x")}, {"json": {}}])
+        _hook().get_version()
+    assert "attempt 1 of 4 failed (HTTP 429)" in caplog.text
+    assert "attempt 2 of 4 failed (ReadTimeout)" in caplog.text
+    assert "after every retry" not in caplog.text
