@@ -8,8 +8,16 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow-home
 export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
+# The oldest Airflow this provider supports (pyproject: apache-airflow>=3.2.0); `make test-oldest`
+# runs the unit and integration tests against it in a second virtualenv.
+AIRFLOW_OLDEST ?= 3.2.0
+OLDEST_VENV ?= .venv-oldest
+OLDEST_STAMP := $(OLDEST_VENV)/.installed-$(AIRFLOW_OLDEST)
+OLDEST_TESTS ?= tests/hooks tests/test_api.py tests/test_transport.py tests/test_storage.py \
+	tests/test_provider_info.py tests/operators tests/links tests/sensors/test_quamotion.py \
+	tests/triggers tests/export/test_units.py
 
-.PHONY: help venv system-deps lint typecheck unit test demo bench docs build clean
+.PHONY: help venv system-deps lint typecheck unit test test-oldest demo bench docs build clean
 
 help:
 	@echo "make demo   - run the example DAGs against the local sandbox (sets everything up)"
@@ -38,8 +46,18 @@ typecheck: venv
 unit: venv
 	$(BIN)/pytest -q -m "not e2e"
 
-test: venv system-deps lint typecheck docs
+test: venv system-deps lint typecheck docs build test-oldest
 	$(BIN)/pytest -q
+
+$(OLDEST_STAMP): pyproject.toml
+	test -x $(OLDEST_VENV)/bin/python || $(PYTHON) -m venv $(OLDEST_VENV)
+	$(OLDEST_VENV)/bin/python -m pip install -q --upgrade pip uv
+	$(OLDEST_VENV)/bin/uv pip install -q --python $(OLDEST_VENV)/bin/python "apache-airflow==$(AIRFLOW_OLDEST)" -e ".[test]"
+	touch $(OLDEST_STAMP)
+
+test-oldest: $(OLDEST_STAMP)
+	$(OLDEST_VENV)/bin/python -c "import airflow; assert airflow.__version__ == '$(AIRFLOW_OLDEST)', airflow.__version__"
+	$(OLDEST_VENV)/bin/pytest -q -p no:cacheprovider $(OLDEST_TESTS)
 
 demo: venv
 	$(BIN)/python scripts/demo.py
@@ -51,7 +69,7 @@ docs: venv
 	$(BIN)/mkdocs build --strict
 
 build: venv
-	rm -rf dist && $(BIN)/python -m build && $(BIN)/twine check dist/*
+	rm -rf dist && $(BIN)/python -m build -q && $(BIN)/twine check dist/*
 
 clean:
-	rm -rf $(VENV) .airflow-home .demo site dist build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(OLDEST_VENV) .airflow-home .demo site dist build .pytest_cache .mypy_cache .ruff_cache
