@@ -1,7 +1,15 @@
-"""Run test DAGs with the real ``airflow dags test`` in subprocesses, and read their results from the DB.
+"""The one Airflow test harness: throw-away Airflow homes and the real ``airflow`` CLI in subprocesses.
 
-One Airflow home is migrated once per session; every DAG run gets a copy of that migrated SQLite
-database, so runs are independent and can go in parallel.
+* :func:`migrated_template` migrates a SQLite metadata database once per process (pytest session).
+* :func:`make_airflow_home` makes a home from a copy of that database: homes are independent (a DAG run
+  in one never shows in another), cheap (no migration each), and can be used in parallel.
+* :class:`AirflowHome` runs ``airflow ...`` in a home (``run``, ``dags_test``).
+* :class:`DagRun` runs ``airflow dags test`` in a home of its own in the background (``start`` then
+  ``wait``), then reads its outcome from the database (``task_states``, ``xcom``).
+
+The environment of every subprocess is built here from scratch for Airflow's settings, so the
+developer's ``AIRFLOW_HOME``, ``AIRFLOW__*`` settings, ``AIRFLOW_CONN_*`` connections and
+``AIRFLOW_VAR_*`` variables never leak in; what a test needs it passes as ``env``.
 """
 
 from __future__ import annotations
@@ -13,30 +21,53 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-AIRFLOW = str(Path(sys.executable).with_name("airflow"))
-DAGS_FOLDER = REPO / "tests" / "sensors" / "dags"
+BIN = Path(sys.executable).parent
+AIRFLOW = str(BIN / "airflow")
+SENSOR_DAGS = REPO / "tests" / "sensors" / "dags"
+EXPORT_DAGS = REPO / "tests" / "export" / "dags"
+EXAMPLE_DAGS = REPO / "example_dags"
 LOGICAL_DATE = "2024-01-01"
+CLI_TIMEOUT = 180.0
+DB_FILE = "airflow.db"
 
 _TEMPLATE: Path | None = None
 
 
-def _base_env(home: Path) -> dict[str, str]:
-    env = dict(os.environ)
+def clean_environ() -> dict[str, str]:
+    """This process's environment without any Airflow setting, connection or variable."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_")) and k != "AIRFLOW_HOME"
+    }
+
+
+def airflow_env(home: Path, dags_folder: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of an ``airflow`` subprocess on ``home`` (SQLite) reading DAGs from ``dags_folder``."""
+    env = clean_environ()
     env.update(
         {
             "AIRFLOW_HOME": str(home),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / DB_FILE}",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")])),
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+            # Long fixed keys: no "HMAC key is too short" warnings, no key written to the home.
+            "AIRFLOW__API_AUTH__JWT_SECRET": "tests-" + "k" * 60,
+            "AIRFLOW__API__SECRET_KEY": "tests-" + "s" * 60,
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")])),
+            "PYTHONUNBUFFERED": "1",
         }
     )
+    env.update(extra or {})
     return env
 
 
@@ -45,36 +76,146 @@ def migrated_template() -> Path:
     global _TEMPLATE
     if _TEMPLATE is None:
         home = Path(tempfile.mkdtemp(prefix="quamotion-airflow-template-"))
-        subprocess.run(
-            [AIRFLOW, "db", "migrate"], env=_base_env(home), check=True, capture_output=True, timeout=120
+        out = subprocess.run(
+            [AIRFLOW, "db", "migrate"],
+            env=airflow_env(home, home / "dags"),
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT,
+            check=False,
         )
+        if out.returncode != 0:
+            raise RuntimeError(
+                f"airflow db migrate exited {out.returncode}:\n{out.stdout[-3000:]}{out.stderr[-3000:]}"
+            )
         _TEMPLATE = home
     return _TEMPLATE
 
 
 @dataclass
+class AirflowHome:
+    """An Airflow home on SQLite (a copy of the migrated template), and how to run the CLI in it.
+
+    :param path: the home.
+    :param dags_folder: where its DAGs are read from.
+    :param env: the environment of its subprocesses (see :func:`airflow_env`).
+    """
+
+    path: Path
+    dags_folder: Path
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def db(self) -> Path:
+        """The metadata database."""
+        return self.path / DB_FILE
+
+    def environ(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The subprocess environment: this home's settings plus ``extra``."""
+        env = dict(self.env)
+        env.update(extra or {})
+        return env
+
+    def run(
+        self,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        check: bool = True,
+        timeout: float = CLI_TIMEOUT,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``airflow ARGS`` and return the finished process (output captured as text).
+
+        :param env: extra environment variables (``AIRFLOW_CONN_...``).
+        :param check: fail the test, showing the output, when the command exits non-zero.
+        """
+        proc = subprocess.run(
+            [AIRFLOW, *args],
+            env=self.environ(env),
+            cwd=self.path,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            import pytest
+
+            pytest.fail(
+                f"airflow {' '.join(args)} exited {proc.returncode}\n"
+                f"--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-4000:]}"
+            )
+        return proc
+
+    def dags_test(
+        self,
+        dag_id: str,
+        logical_date: str = LOGICAL_DATE,
+        *,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 240,
+    ) -> subprocess.CompletedProcess[str]:
+        """``airflow dags test DAG_ID LOGICAL_DATE``, not checked (the caller asserts on its exit code)."""
+        return self.run("dags", "test", dag_id, logical_date, env=env, check=False, timeout=timeout)
+
+    def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        """Rows of a query on the metadata database."""
+        with sqlite3.connect(self.db) as db:
+            return list(db.execute(sql, args))
+
+
+def make_airflow_home(
+    path: Path, dags_folder: Path | None = None, env: Mapping[str, str] | None = None
+) -> AirflowHome:
+    """A new Airflow home at ``path`` with a copy of the migrated database.
+
+    :param dags_folder: where DAGs are read from (default: ``path/dags``, created empty).
+    :param env: extra settings of every subprocess in this home.
+    """
+    template = migrated_template()
+    path.mkdir(parents=True, exist_ok=True)
+    if dags_folder is None:
+        dags_folder = path / "dags"
+        dags_folder.mkdir(exist_ok=True)
+    shutil.copy(template / DB_FILE, path / DB_FILE)
+    return AirflowHome(path=path, dags_folder=dags_folder, env=airflow_env(path, dags_folder, env))
+
+
+@dataclass
 class DagRun:
-    """One ``airflow dags test`` run: its process, then its exit code, output and database."""
+    """One ``airflow dags test`` run in a home of its own: its process, then its exit code, output and DB.
+
+    :param dag_id: the DAG.
+    :param home: where its Airflow home is made.
+    :param results: a directory the DAG may write to (``QUAMOTION_TEST_RESULTS``), if any.
+    :param dags_folder: where the DAG is read from.
+    :param logical_date: the run's logical date.
+    :param extra_env: more environment (connections, variables).
+    """
 
     dag_id: str
     home: Path
-    results: Path
+    results: Path | None = None
+    dags_folder: Path = SENSOR_DAGS
+    logical_date: str = LOGICAL_DATE
+    extra_env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[str] | None = None
     returncode: int | None = None
     output: str = ""
-    extra_env: dict[str, str] = field(default_factory=dict)
+    airflow_home: AirflowHome | None = None
 
-    def start(self, connection_json: str) -> DagRun:
-        template = migrated_template()
-        self.home.mkdir(parents=True, exist_ok=True)
-        shutil.copy(template / "airflow.db", self.home / "airflow.db")
-        env = _base_env(self.home)
-        env["AIRFLOW_CONN_QUAMOTION_DEFAULT"] = connection_json
-        env["QUAMOTION_TEST_RESULTS"] = str(self.results)
+    def start(self, connection_json: str | None = None) -> DagRun:
+        """Start ``airflow dags test`` in the background (``connection_json``: ``quamotion_default``)."""
+        env: dict[str, str] = {}
+        if connection_json is not None:
+            env["AIRFLOW_CONN_QUAMOTION_DEFAULT"] = connection_json
+        if self.results is not None:
+            env["QUAMOTION_TEST_RESULTS"] = str(self.results)
         env.update(self.extra_env)
+        self.airflow_home = make_airflow_home(self.home, self.dags_folder)
         self.process = subprocess.Popen(
-            [AIRFLOW, "dags", "test", self.dag_id, LOGICAL_DATE],
-            env=env,
+            [AIRFLOW, "dags", "test", self.dag_id, self.logical_date],
+            env=self.airflow_home.environ(env),
+            cwd=self.home,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -82,7 +223,8 @@ class DagRun:
         return self
 
     def wait(self, timeout: float = 120) -> DagRun:
-        assert self.process is not None
+        """Wait for the run to end (killed, and the test failed, after ``timeout`` seconds)."""
+        assert self.process is not None, "start() first"
         if self.returncode is None:
             try:
                 self.output, _ = self.process.communicate(timeout=timeout)
@@ -94,7 +236,8 @@ class DagRun:
         return self
 
     def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-        with sqlite3.connect(self.home / "airflow.db") as db:
+        """Rows of a query on the run's metadata database."""
+        with sqlite3.connect(self.home / DB_FILE) as db:
             return list(db.execute(sql, args))
 
     def task_states(self) -> dict[str, tuple[str, int]]:
@@ -105,6 +248,7 @@ class DagRun:
         return {task: (state, tries) for task, state, tries in rows}
 
     def xcom(self, task_id: str, key: str = "return_value") -> Any:
+        """The XCom value ``key`` of ``task_id`` (JSON-decoded), or ``None``."""
         rows = self.query(
             "SELECT value FROM xcom WHERE dag_id = ? AND task_id = ? AND key = ?", self.dag_id, task_id, key
         )
@@ -114,4 +258,5 @@ class DagRun:
         return json.loads(value) if isinstance(value, str | bytes) else value
 
     def tail(self, n: int = 6000) -> str:
+        """The end of the run's output."""
         return self.output[-n:]

@@ -58,8 +58,12 @@ def run_export(
     fields: Sequence[str] | None = None,
     max_concurrency: int = 8,
     batch_size: int | None = None,
+    hook_settings: Mapping[str, Any] | None = None,
 ) -> ExportResult:
-    """Run one export (see :class:`~airflow_provider_quamotion.operators.quamotion.QuamotionExportOperator`)."""
+    """Run one export (see :class:`~airflow_provider_quamotion.operators.quamotion.QuamotionExportOperator`).
+
+    :param hook_settings: keyword arguments of the hook (overrides of the connection's settings).
+    """
     from airflow_provider_quamotion.hooks.quamotion import QuamotionHook
     from airflow_provider_quamotion.storage import uri_of
 
@@ -76,7 +80,9 @@ def run_export(
     windowed = res is not None and res.windowed
     label = res.name if res is not None else str(endpoint)
 
-    hook = QuamotionHook(quamotion_conn_id, pool_size=int(max_concurrency) + 2)
+    hook = QuamotionHook(
+        quamotion_conn_id, **{"pool_size": int(max_concurrency) + 2, **(hook_settings or {})}
+    )
     rows = iter_rows(
         hook,
         res,

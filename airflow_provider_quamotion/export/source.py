@@ -3,17 +3,22 @@
 Lists are parsed incrementally from the socket (:meth:`QuamotionHook.iter_records`, ``ijson``), so an
 export never holds a whole reply. ``jobs`` fans out one request per test run in the window over a
 bounded thread pool that shares the hook's token and connection pool; results come back in run order
-and only a bounded number of runs is ever in flight, so memory stays flat however many runs there are.
+and only a bounded number of runs (``IN_FLIGHT_PER_WORKER`` per worker) is ever in flight, so memory
+stays flat however many runs there are, and one slow request does not hold the others up. When the
+export fails, queued runs are cancelled and the workers send no further request.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+
+from requests.adapters import BaseAdapter
 
 from airflow_provider_quamotion import api
 from airflow_provider_quamotion.exceptions import QuamotionConfigError, QuamotionResponseError
@@ -27,8 +32,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
-#: Runs whose jobs are requested ahead of the one being written, per worker.
-IN_FLIGHT_PER_WORKER = 2
+#: Runs whose jobs are requested ahead of the one being written, per worker: the look-ahead that lets
+#: the other workers go on while one request waits on a retry (each held run is one small job list).
+IN_FLIGHT_PER_WORKER = 16
 
 
 class Row(NamedTuple):
@@ -133,36 +139,123 @@ def _jobs_of(hook: QuamotionHook, runs: Iterable[Row], max_concurrency: int) -> 
     def fetch(row: Row) -> list[Any]:
         return hook.list_jobs(run_id(row))
 
-    for row, jobs in ordered_map(fetch, runs, workers=max_concurrency):
-        rid = run_id(row)
-        for job in jobs:
-            body = {k: v for k, v in job.items() if k != api.TEST_RUN_ID} if isinstance(job, Mapping) else {}
-            yield Row({api.TEST_RUN_ID: rid, **body}, row.scheduled)
+    _stop_on_cancel(hook)
+    mapped = ordered_map(fetch, runs, workers=max_concurrency)
+    try:
+        for row, jobs in mapped:
+            rid = run_id(row)
+            for job in jobs:
+                body = (
+                    {k: v for k, v in job.items() if k != api.TEST_RUN_ID} if isinstance(job, Mapping) else {}
+                )
+                yield Row({api.TEST_RUN_ID: rid, **body}, row.scheduled)
+    finally:
+        mapped.close()  # an early exit (error, close()) stops the workers now, not at garbage collection
+
+
+class ExportCancelled(Exception):
+    """Raised on a worker thread whose export has stopped (failed or closed): no request is sent.
+
+    Deliberately not a ``requests`` exception, so the transport does not retry it.
+    """
+
+
+_worker = threading.local()
+
+
+def _check_stopped() -> None:
+    """Raise :class:`ExportCancelled` when this thread is a fan-out worker whose export has stopped."""
+    stop: threading.Event | None = getattr(_worker, "stop", None)
+    if stop is not None and stop.is_set():
+        raise ExportCancelled("the export stopped; this request is not sent")
+
+
+class _StopAwareAdapter(BaseAdapter):
+    """Wraps a session's adapter: a stopped export's workers send nothing more.
+
+    Checked before every attempt (so a worker waiting between retries gives up at its next attempt)
+    and after it (a reply that arrives after the stop is dropped, not retried or logged). Requests of
+    other threads (the run list on the caller's thread) are untouched.
+    """
+
+    def __init__(self, inner: BaseAdapter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        _check_stopped()
+        try:
+            response = self.inner.send(request, *args, **kwargs)
+        except Exception:
+            _check_stopped()
+            raise
+        try:
+            _check_stopped()
+        except ExportCancelled:
+            response.close()
+            raise
+        return response
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _stop_on_cancel(hook: Any) -> None:
+    """Wrap the adapters of ``hook``'s session (once) so stopped workers send no request."""
+    session = hook.get_conn() if callable(getattr(hook, "get_conn", None)) else None
+    adapters = getattr(session, "adapters", None)
+    if session is None or not isinstance(adapters, Mapping):  # a test double without a requests session
+        return
+    for prefix, adapter in list(adapters.items()):
+        if not isinstance(adapter, _StopAwareAdapter):
+            session.mount(prefix, _StopAwareAdapter(adapter))
 
 
 def ordered_map(
-    fn: Callable[[T], R], items: Iterable[T], *, workers: int, in_flight: int | None = None
-) -> Iterator[tuple[T, R]]:
+    fn: Callable[[T], R],
+    items: Iterable[T],
+    *,
+    workers: int,
+    in_flight: int | None = None,
+    stop: threading.Event | None = None,
+) -> Generator[tuple[T, R], None, None]:
     """``(item, fn(item))`` for each item, in input order, computed on ``workers`` threads.
 
-    At most ``in_flight`` items (default ``IN_FLIGHT_PER_WORKER * workers``) are submitted ahead of
-    the one being yielded, so neither the input nor the results are ever materialised. A failure
-    raises from the item that failed; leaving early (an error, ``close()``) cancels what is queued.
+    Up to ``in_flight`` items (default ``IN_FLIGHT_PER_WORKER * workers``) are submitted ahead of the
+    one being yielded: while one slow item (a request waiting on a retry) holds the head, the other
+    workers keep going through the look-ahead window, so a stall costs about one slow item, not one
+    per window. The window bounds memory: neither the input nor the results are ever materialised.
+
+    A failure raises from the item that failed. Leaving early (an error, ``close()``) sets ``stop``,
+    cancels what is queued and returns without waiting for the workers: ``fn`` is not called again,
+    and a worker inside ``fn`` sees ``stop`` set (a :func:`_stop_on_cancel` session sends nothing more).
 
     :param fn: the function, called on a worker thread.
     :param items: the inputs, consumed lazily on the caller's thread.
     :param workers: threads (>= 1).
     :param in_flight: bound on submitted, not yet yielded items.
+    :param stop: set when the map ends early; visible to ``fn`` as the worker's stop event.
     """
     if workers < 1:
         raise QuamotionConfigError(f"max_concurrency must be at least 1, not {workers}.")
     limit = max(workers, in_flight or IN_FLIGHT_PER_WORKER * workers)
+    stop = stop if stop is not None else threading.Event()
+
+    def call(item: T) -> R:
+        if stop.is_set():
+            raise ExportCancelled("the export stopped; this item is skipped")
+        _worker.stop = stop
+        try:
+            return fn(item)
+        finally:
+            _worker.stop = None
+
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="quamotion-export")
     pending: deque[tuple[T, Future[R]]] = deque()
     completed = False
     try:
         for item in items:
-            pending.append((item, pool.submit(fn, item)))
+            pending.append((item, pool.submit(call, item)))
             if len(pending) >= limit:
                 head, future = pending.popleft()
                 yield head, future.result()
@@ -171,6 +264,8 @@ def ordered_map(
             yield head, future.result()
         completed = True
     finally:
+        if not completed:
+            stop.set()
         for _, future in pending:
             future.cancel()
         pool.shutdown(wait=completed, cancel_futures=True)

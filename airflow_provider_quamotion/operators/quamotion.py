@@ -23,6 +23,7 @@ from airflow_provider_quamotion.operators.test_run import (
     QuamotionStartTestRunOperator,
     QuamotionUploadOperator,
 )
+from airflow_provider_quamotion.triggers.quamotion import hook_overrides
 
 if TYPE_CHECKING:
     import requests
@@ -66,6 +67,9 @@ class QuamotionApiOperator(BaseOperator):
         return its URI. Templated.
     :param max_xcom_bytes: the largest value (JSON-encoded, in bytes) pushed to XCom; ``None`` for no limit.
     :param quamotion_conn_id: the Airflow connection ID.
+    :param hook_settings: per-task overrides of the connection's settings, as for the sensors:
+        ``{"timeout": 30}``, ``{"retry": {"max_attempts": 2}}`` (a dict or a ``RetryPolicy``),
+        ``{"project": "acme"}``.
     """
 
     template_fields: Sequence[str] = ("endpoint", "query_params", "json", "data", "headers", "output_path")
@@ -85,6 +89,7 @@ class QuamotionApiOperator(BaseOperator):
         output_path: Any = None,
         max_xcom_bytes: int | None = DEFAULT_MAX_XCOM_BYTES,
         quamotion_conn_id: str = DEFAULT_CONN_ID,
+        hook_settings: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -105,12 +110,13 @@ class QuamotionApiOperator(BaseOperator):
         self.output_path = output_path
         self.max_xcom_bytes = max_xcom_bytes
         self.quamotion_conn_id = quamotion_conn_id
+        self.hook_settings = check_hook_settings(hook_settings)
 
     def get_hook(self) -> QuamotionHook:
-        """The hook (built on first use, never at DAG-parse time)."""
+        """The hook (built on first use, never at DAG-parse time), with ``hook_settings`` applied."""
         from airflow_provider_quamotion.hooks.quamotion import QuamotionHook
 
-        return QuamotionHook(self.quamotion_conn_id)
+        return QuamotionHook(self.quamotion_conn_id, **hook_overrides(self.hook_settings))
 
     def _request_kwargs(self) -> dict[str, Any]:
         kwargs = {"params": self.query_params, "json": self.json, "data": self.data, "headers": self.headers}
@@ -170,6 +176,23 @@ class QuamotionApiOperator(BaseOperator):
         )
 
 
+def check_hook_settings(hook_settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``hook_settings`` as a dict, its names checked at DAG-parse time (no network, no heavy import).
+
+    :raises QuamotionConfigError: for a name that is not a connection setting.
+    """
+    from airflow_provider_quamotion.settings import QuamotionSettings
+
+    settings = dict(hook_settings or {})
+    unknown = sorted(set(settings) - set(QuamotionSettings.__dataclass_fields__))
+    if unknown:
+        raise QuamotionConfigError(
+            f"Unknown hook setting(s) {', '.join(map(repr, unknown))}; known: "
+            f"{', '.join(QuamotionSettings.__dataclass_fields__)}."
+        )
+    return settings
+
+
 def _decode(response: requests.Response, body: bytes) -> Any:
     """JSON when the reply is JSON, its text otherwise, ``None`` when empty."""
     if not body.strip():
@@ -215,6 +238,9 @@ class QuamotionExportOperator(BaseOperator):
     :param query_params: query parameters of the list request. Templated.
     :param batch_size: records per parquet row group / SQL ``executemany`` batch.
     :param quamotion_conn_id: the Airflow connection ID.
+    :param hook_settings: per-task overrides of the connection's settings, as for the sensors:
+        ``{"timeout": 30}``, ``{"retry": {"max_attempts": 2}}`` (a dict or a ``RetryPolicy``).
+        They apply to every request of the export, the ``jobs`` fan-out included.
     """
 
     template_fields: Sequence[str] = (
@@ -245,6 +271,7 @@ class QuamotionExportOperator(BaseOperator):
         query_params: Mapping[str, Any] | None = None,
         batch_size: int | None = None,
         quamotion_conn_id: str = DEFAULT_CONN_ID,
+        hook_settings: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -282,6 +309,7 @@ class QuamotionExportOperator(BaseOperator):
         self.query_params = query_params
         self.batch_size = batch_size
         self.quamotion_conn_id = quamotion_conn_id
+        self.hook_settings = check_hook_settings(hook_settings)
         self._lineage: tuple[str, str] | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -303,6 +331,7 @@ class QuamotionExportOperator(BaseOperator):
             fields=self.fields,
             max_concurrency=self.max_concurrency,
             batch_size=self.batch_size,
+            hook_settings=hook_overrides(self.hook_settings),
         )
         self._lineage = (result.source_namespace, result.source_name)
         return result.summary

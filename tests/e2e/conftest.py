@@ -1,8 +1,9 @@
-"""End-to-end helpers: a throw-away Airflow home, the real ``airflow`` CLI, ``airflow api-server`` and Chromium.
+"""End-to-end helpers: ``airflow api-server`` and Chromium, on an Airflow home of the shared harness.
 
-Everything runs in subprocesses with an environment built here from scratch for Airflow's settings, so
-the developer's own ``AIRFLOW_HOME``, ``AIRFLOW__*`` settings and ``AIRFLOW_CONN_*`` connections never
-leak in. The sandbox comes from ``tests/conftest.py`` (one per session).
+The Airflow home and the real ``airflow`` CLI come from :mod:`tests.dag_runs` (the one harness: a
+migrated SQLite database copied per home, an environment built from scratch so the developer's own
+``AIRFLOW_HOME``, ``AIRFLOW__*`` settings and connections never leak in). The sandbox comes from
+``tests/conftest.py`` (one per session).
 """
 
 from __future__ import annotations
@@ -14,27 +15,25 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Generator, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from tests.dag_runs import AIRFLOW, REPO, AirflowHome, make_airflow_home
 
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext, Page
 
     from airflow_provider_quamotion.sandbox import Sandbox
 
-REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
-BIN = Path(sys.executable).parent
-AIRFLOW = str(BIN / "airflow")
 
 #: Debian's Chromium (``scripts/system-deps.sh chromium``); ``QUAMOTION_E2E_CHROMIUM`` overrides it.
 CHROMIUM = os.environ.get("QUAMOTION_E2E_CHROMIUM", "/usr/bin/chromium")
@@ -48,89 +47,15 @@ CHROMIUM_ARGS = (
     "--disable-component-update",
     "--disable-sync",
 )
-CLI_TIMEOUT = 180.0
 API_SERVER_STARTUP_TIMEOUT = 90.0
 
 
-def _clean_environ() -> dict[str, str]:
-    """This process's environment without any Airflow setting or connection."""
-    return {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_")) and k != "AIRFLOW_HOME"
-    }
-
-
-@dataclass
-class AirflowHome:
-    """A migrated Airflow home on SQLite, and the environment that points the CLI at it."""
-
-    path: Path
-    env: dict[str, str] = field(default_factory=dict, repr=False)
-
-    @property
-    def dags_folder(self) -> Path:
-        return self.path / "dags"
-
-    def environ(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        """The subprocess environment: this home's settings plus ``extra``."""
-        env = dict(self.env)
-        env.update(extra or {})
-        return env
-
-    def run(
-        self,
-        *args: str,
-        env: Mapping[str, str] | None = None,
-        check: bool = True,
-        timeout: float = CLI_TIMEOUT,
-    ) -> subprocess.CompletedProcess[str]:
-        """Run ``airflow ARGS`` and return the finished process (output captured as text).
-
-        :param env: extra environment variables (``AIRFLOW_CONN_...``).
-        :param check: fail the test, showing the output, when the command exits non-zero.
-        """
-        proc = subprocess.run(
-            [AIRFLOW, *args],
-            env=self.environ(env),
-            cwd=self.path,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if check and proc.returncode != 0:
-            pytest.fail(
-                f"airflow {' '.join(args)} exited {proc.returncode}\n"
-                f"--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-4000:]}"
-            )
-        return proc
-
-
-def make_airflow_home(path: Path) -> AirflowHome:
-    """Create and migrate an Airflow home (SQLite metadata DB) at ``path``."""
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "dags").mkdir(exist_ok=True)
-    env = _clean_environ()
-    env.update(
-        {
-            "AIRFLOW_HOME": str(path),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(path / "dags"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{path / 'airflow.db'}",
-            # A long fixed key: no "HMAC key is too short" warnings, no key written to the home.
-            "AIRFLOW__API_AUTH__JWT_SECRET": "e2e-" + "k" * 60,
-            "AIRFLOW__API__SECRET_KEY": "e2e-" + "s" * 60,
-            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(path / "logs"),
-            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    home = AirflowHome(path=path, env=env)
-    home.run("db", "migrate")
-    return home
+#: What the e2e tests add to the shared harness's settings: the UI's "Test" button, and every
+#: SimpleAuthManager user an admin (no login page in the browser tests).
+E2E_SETTINGS = {
+    "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
+    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+}
 
 
 def free_port() -> int:
@@ -253,8 +178,8 @@ def assert_no_secret(text: str, secrets: Sequence[str]) -> None:
 
 @pytest.fixture(scope="session")
 def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> AirflowHome:
-    """One migrated Airflow home (SQLite) for the e2e session."""
-    return make_airflow_home(tmp_path_factory.mktemp("airflow-home"))
+    """One Airflow home (SQLite, the shared harness) for the e2e session; DAGs in its ``dags/``."""
+    return make_airflow_home(tmp_path_factory.mktemp("airflow-home"), env=E2E_SETTINGS)
 
 
 @pytest.fixture(scope="session")

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+from tests.dag_runs import EXPORT_DAGS, REPO, AirflowHome, make_airflow_home
 
 
 @pytest.fixture(scope="session")
@@ -61,26 +58,8 @@ def pg_database(postgres_uri: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """An Airflow home with a migrated SQLite metadata DB; returns the environment to run ``airflow`` in."""
-    home = tmp_path_factory.mktemp("airflow-home")
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_")) and k != "AIRFLOW_HOME"
-    }
-    env.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "tests" / "export" / "dags"),
-            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-            "PYTHONPATH": str(REPO),
-        }
+def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> AirflowHome:
+    """An Airflow home (the shared harness, :mod:`tests.dag_runs`) reading tests/export/dags."""
+    return make_airflow_home(
+        tmp_path_factory.mktemp("airflow-home"), EXPORT_DAGS, {"AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO"}
     )
-    out = subprocess.run(
-        [AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True, timeout=180, check=False
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    return env

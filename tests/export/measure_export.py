@@ -2,6 +2,8 @@
 
     .venv/bin/python -m tests.export.measure_export rss      # peak RSS exporting 10k / 100k / 1M test runs
     .venv/bin/python -m tests.export.measure_export fanout   # jobs of 400 runs, 20 ms latency, 1- vs 8-way
+    .venv/bin/python -m tests.export.measure_export faults   # jobs of 1,000 runs, 8-way, clean vs 20% faults
+        (QM_SAMPLES=n: faulted samples; QM_IN_FLIGHT_PER_WORKER=n: another look-ahead, for comparison)
 
 Each export runs in a child process (the sandbox server is another), so ``ru_maxrss`` is the export's own.
 """
@@ -16,7 +18,10 @@ import tempfile
 from airflow_provider_quamotion.sandbox import Sandbox
 
 CHILD = r"""
-import resource, sys, time
+import os, resource, sys, time
+if os.environ.get("QM_IN_FLIGHT_PER_WORKER"):  # measurement only: another look-ahead
+    from airflow_provider_quamotion.export import source
+    source.IN_FLIGHT_PER_WORKER = int(os.environ["QM_IN_FLIGHT_PER_WORKER"])
 from airflow_provider_quamotion.operators.quamotion import QuamotionExportOperator
 res, fmt, conc, dest = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 window = dict(zip(("since", "until"), sys.argv[5:7]))
@@ -50,6 +55,34 @@ def main(mode: str) -> None:
                         child(env, "test_runs", fmt, "8", dest),
                         flush=True,
                     )
+        return
+    if mode == "faults":
+        # the benchmark's chaos mix: 20% of API requests fail (429, 503 with Retry-After: 0, dropped connections)
+        chaos = {
+            "rules": [
+                {
+                    "path": r"^/(api|project)/",
+                    "status": [429, 429, 503, 503, "drop"],
+                    "rate": 0.2,
+                    "retry_after": 0,
+                }
+            ]
+        }
+        with Sandbox(runs=1000, seed=0) as sb:
+            env = {**os.environ, "AIRFLOW_CONN_QUAMOTION_DEFAULT": sb.connection_json}
+            samples = int(os.environ.get("QM_SAMPLES", "3"))
+            for label, config in (("clean", None), *[("20% faults", chaos)] * samples):
+                if config is None:
+                    sb.clear_faults()
+                else:
+                    sb.set_faults(config)
+                dest = os.path.join(tempfile.mkdtemp(), "jobs.jsonl")
+                result = child(env, "jobs", "jsonl", "8", dest)
+                print(
+                    f"jobs of 1,000 runs, max_concurrency=8, {label}: rows seconds peak_rss_mb:",
+                    result,
+                    flush=True,
+                )
         return
     faults = {"rules": [{"path": "/jobs$", "latency_ms": 20}]}
     with Sandbox(runs=2000, seed=0, faults=faults) as sb:

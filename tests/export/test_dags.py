@@ -6,7 +6,6 @@ import csv
 import datetime as dt
 import json
 import sqlite3
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,28 +13,15 @@ import pytest
 
 from airflow_provider_quamotion.sandbox import Sandbox
 from airflow_provider_quamotion.storage import TEMP_MARKER
-from tests.export.conftest import AIRFLOW
+from tests.dag_runs import AirflowHome
 
 pytestmark = pytest.mark.e2e
 
 
-def dags_test(env: dict[str, str], dag_id: str, day: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [AIRFLOW, "dags", "test", dag_id, day],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-
-
 @pytest.fixture
-def run_env(
-    airflow_home: dict[str, str], sandbox_faultfree: Sandbox, pg_database: str, tmp_path: Path
-) -> dict[str, str]:
+def run_env(sandbox_faultfree: Sandbox, pg_database: str, tmp_path: Path) -> dict[str, str]:
+    """The connections and output directory of one test's DAG runs (on top of the home's settings)."""
     return {
-        **airflow_home,
         "QUAMOTION_TEST_OUT": str(tmp_path / "out"),
         "AIRFLOW_CONN_QUAMOTION_DEFAULT": sandbox_faultfree.connection_json,
         "AIRFLOW_CONN_QM_SQLITE": json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "warehouse.db")}),
@@ -70,7 +56,9 @@ def postgres_jobs(env: dict[str, str], day: str) -> list[tuple[Any, ...]]:
 
 
 @pytest.mark.postgres
-def test_export_dag_end_to_end_and_rerun(run_env: dict[str, str], sandbox_faultfree: Sandbox) -> None:
+def test_export_dag_end_to_end_and_rerun(
+    airflow_home: AirflowHome, run_env: dict[str, str], sandbox_faultfree: Sandbox
+) -> None:
     sb = sandbox_faultfree
     day = a_day_of_history(sb)
     until = (dt.date.fromisoformat(day) + dt.timedelta(days=1)).isoformat()
@@ -79,7 +67,7 @@ def test_export_dag_end_to_end_and_rerun(run_env: dict[str, str], sandbox_faultf
     jobs = [{"testRunId": j["testRunId"], **j} for j in sb.expected_jobs(day, until, run_id_key="testRunId")]
     assert runs and jobs
 
-    result = dags_test(run_env, "quamotion_export_e2e", day)
+    result = airflow_home.dags_test("quamotion_export_e2e", day, env=run_env)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
 
     assert [json.loads(line) for line in (out / "test_runs.jsonl").read_text().splitlines()] == runs
@@ -113,14 +101,16 @@ def test_export_dag_end_to_end_and_rerun(run_env: dict[str, str], sandbox_faultf
     # the same run again: the same files and the same rows, no duplicates
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     sqlite_before = sqlite_jobs(run_env)
-    again = dags_test(run_env, "quamotion_export_e2e", day)
+    again = airflow_home.dags_test("quamotion_export_e2e", day, env=run_env)
     assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
     assert sqlite_jobs(run_env) == sqlite_before
     assert postgres_jobs(run_env, day) == pg_first
 
 
-def test_failing_dag_leaves_nothing_behind(run_env: dict[str, str], sandbox_faultfree: Sandbox) -> None:
+def test_failing_dag_leaves_nothing_behind(
+    airflow_home: AirflowHome, run_env: dict[str, str], sandbox_faultfree: Sandbox
+) -> None:
     sb = sandbox_faultfree
     day = a_day_of_history(sb)
     db = json.loads(run_env["AIRFLOW_CONN_QM_SQLITE"])["host"]
@@ -129,7 +119,7 @@ def test_failing_dag_leaves_nothing_behind(run_env: dict[str, str], sandbox_faul
         conn.execute("INSERT INTO jobs VALUES ('keep', '1', NULL, '{}')")
     sb.set_faults(path=f"{sb.data.run_id(250)}/jobs$", status=404)
 
-    result = dags_test(run_env, "quamotion_export_failure", day)
+    result = airflow_home.dags_test("quamotion_export_failure", day, env=run_env)
     logs = result.stdout + result.stderr
     assert result.returncode != 0, logs[-4000:]
     assert "HTTP 404" in logs

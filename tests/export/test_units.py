@@ -15,7 +15,7 @@ import pytest
 from airflow_provider_quamotion import api
 from airflow_provider_quamotion.exceptions import QuamotionConfigError, QuamotionError
 from airflow_provider_quamotion.export.columns import Columns, cell
-from airflow_provider_quamotion.export.source import iter_rows, ordered_map
+from airflow_provider_quamotion.export.source import IN_FLIGHT_PER_WORKER, iter_rows, ordered_map
 from airflow_provider_quamotion.export.sql import quote, quote_table
 from airflow_provider_quamotion.export.window import Window, parse_instant, scheduled_of, utc_text
 from airflow_provider_quamotion.export.writers import write_file
@@ -122,6 +122,46 @@ def test_ordered_map_raises_from_the_failing_item() -> None:
     assert seen == [0, 1, 2]
 
 
+def test_ordered_map_goes_on_past_a_slow_head() -> None:
+    # Item 0 finishes only once 12 later items have: with a look-ahead of 2 x workers it would wait
+    # for ever (the timeout then fails it); with the default look-ahead the others go on meanwhile.
+    done = 0
+    cond = threading.Condition()
+
+    def work(i: int) -> int:
+        nonlocal done
+        with cond:
+            if i == 0 and not cond.wait_for(lambda: done >= 12, timeout=10):
+                raise AssertionError("the head blocked every other item")
+            done += 1
+            cond.notify_all()
+        return i
+
+    assert [i for i, _ in ordered_map(work, range(50), workers=2)] == list(range(50))
+
+
+def test_ordered_map_stops_its_workers_after_a_failure() -> None:
+    stop = threading.Event()
+    calls: list[int] = []
+    release = threading.Event()
+
+    def work(i: int) -> int:
+        calls.append(i)
+        if i == 0:
+            release.wait(10)  # the others queue up behind
+            raise ValueError("zero")
+        release.set()
+        return i
+
+    with pytest.raises(ValueError, match="zero"):
+        for _ in ordered_map(work, range(1000), workers=2, in_flight=100, stop=stop):
+            pass
+    assert stop.is_set()  # what the workers' session checks before each attempt
+    for thread in [t for t in threading.enumerate() if t.name.startswith("quamotion-export")]:
+        thread.join(10)
+    assert len(calls) <= 100  # the queued items were cancelled, none beyond the look-ahead ran
+
+
 class EndlessHook:
     """A hook whose test-run list never ends: an export must stream it, never materialise it."""
 
@@ -148,8 +188,9 @@ def test_jobs_stream_from_an_endless_run_list() -> None:
     assert [r.record["testRunId"] for r in first[:4]] == ["r1", "r1", "r3", "r3"]
     assert first[0].record == {"testRunId": "r1", "id": 1}
     assert first[0].scheduled == parse_instant("2024-01-02")
-    assert hook.job_calls <= 5000 + 16
-    assert hook.runs_read <= 2 * (5000 + 16) + 2
+    window = IN_FLIGHT_PER_WORKER * 8  # runs in flight ahead of the one being written
+    assert hook.job_calls <= 5000 + window
+    assert hook.runs_read <= 2 * (5000 + window) + 2
 
 
 def test_writers_empty_and_parquet_type_mismatch(tmp_path: Path) -> None:

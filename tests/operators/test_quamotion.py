@@ -518,3 +518,59 @@ def test_parse_errors_of_export_are_typed(m: Any, tmp_path: Path) -> None:
             {}
         )
     assert list(tmp_path.iterdir()) == []
+
+
+# --- hook_settings ----------------------------------------------------------------------------------
+
+
+def test_api_operator_hook_settings_reach_the_hook(m: Any, sleeps: list[float]) -> None:
+    m.get(ROOT + "deviceGroup", status_code=503, headers={"Retry-After": "0"})
+    op = QuamotionApiOperator(
+        task_id="t", endpoint="deviceGroup", hook_settings={"retry": {"max_attempts": 2}, "timeout": 7}
+    )
+    hook = op.get_hook()
+    assert (hook.settings.retry.max_attempts, hook.settings.timeout) == (2, 7.0)
+    with pytest.raises(QuamotionApiError, match="503"):
+        op.execute({})
+    assert api_calls(m, "GET", "/project/acme/api/deviceGroup") == 2  # not the default 6 attempts
+
+
+def test_export_operator_hook_settings_reach_the_hook(
+    m: Any, sleeps: list[float], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_quamotion.hooks.quamotion import QuamotionHook
+    from airflow_provider_quamotion.settings import RetryPolicy
+
+    made: list[QuamotionHook] = []
+    original_init = QuamotionHook.__init__
+
+    def recording_init(self: QuamotionHook, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(QuamotionHook, "__init__", recording_init)
+    m.get(ROOT + "testRun", status_code=503, headers={"Retry-After": "0"})
+    op = QuamotionExportOperator(
+        task_id="t",
+        resource="test_runs",
+        destination=str(tmp_path / "runs.jsonl"),
+        hook_settings={"retry": RetryPolicy(max_attempts=3), "project": "acme"},
+    )
+    with pytest.raises(QuamotionApiError, match="503"):
+        op.execute({})
+    assert api_calls(m, "GET", "/project/acme/api/testRun") == 3
+    assert [h.settings.retry.max_attempts for h in made] == [3]
+    assert made[0].settings.project == "acme"
+    assert not (tmp_path / "runs.jsonl").exists()
+
+
+@pytest.mark.parametrize("operator", ["api", "export"])
+def test_unknown_hook_setting_fails_at_parse_time(operator: str) -> None:
+    with rm.Mocker() as mocker, pytest.raises(QuamotionConfigError, match="retries"):
+        if operator == "api":
+            QuamotionApiOperator(task_id="t", endpoint="x", hook_settings={"retries": 2})
+        else:
+            QuamotionExportOperator(
+                task_id="t", resource="jobs", destination="/tmp/x.jsonl", hook_settings={"retries": 2}
+            )
+    assert not mocker.called

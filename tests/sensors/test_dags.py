@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import pytest
 
 from airflow_provider_quamotion.sandbox import Sandbox
-from tests.dag_runs import DagRun, migrated_template
+from tests.dag_runs import SENSOR_DAGS, DagRun, migrated_template
 
 DAG_IDS = ("q_poke", "q_deferrable", "q_failures")
 
@@ -57,7 +57,9 @@ def dag_runs(
         (results / "Shop-2.3.0.apk").write_bytes(b"PK\x03\x04" + b"a" * 4096)
         (results / "smoke-tests-1.0.2.zip").write_bytes(b"PK\x03\x04" + b"t" * 2048)
         sb = slow_sandbox if dag_id == "q_failures" else sandbox
-        runs[dag_id] = DagRun(dag_id, root / dag_id / "home", results).start(sb.connection_json)
+        runs[dag_id] = DagRun(dag_id, root / dag_id / "home", results, dags_folder=SENSOR_DAGS).start(
+            sb.connection_json
+        )
     for run in runs.values():
         run.wait(timeout=150)
     return runs

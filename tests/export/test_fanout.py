@@ -1,0 +1,133 @@
+"""The ``jobs`` fan-out against the sandbox: one slow request does not stall the others, and a failed
+export stops its workers (no request is sent after ``execute`` has raised).
+
+Both tests check the order of events (client-side logs of requests), never wall times.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from airflow_provider_quamotion.exceptions import QuamotionApiError
+from airflow_provider_quamotion.export import source
+from airflow_provider_quamotion.hooks.quamotion import QuamotionHook
+from airflow_provider_quamotion.operators.quamotion import QuamotionExportOperator
+from airflow_provider_quamotion.sandbox import Sandbox
+from tests.export.test_sandbox import expected_jobs, window_of
+
+pytestmark = pytest.mark.integration
+
+WORKER_PREFIX = "quamotion-export"
+
+
+def export_workers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith(WORKER_PREFIX)]
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_workers() -> None:
+    """Workers of an earlier test would confuse the thread checks here."""
+    for thread in export_workers():
+        thread.join(10)
+
+
+def test_one_slow_run_does_not_hold_the_others_up(
+    sandbox_conn: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sb = sandbox_conn
+    concurrency = 2
+    since, until = window_of(sb, 0, 120)
+    slow = sb.data.run_id(0)  # the first run of the window: the head of the output order
+    sb.set_faults(path=f"{slow}/jobs$", latency_ms=2000)
+
+    events: list[tuple[str, str]] = []
+    lock = threading.Lock()
+    original = QuamotionHook.list_jobs
+
+    def logged(self: QuamotionHook, run_id: str) -> list[dict[str, Any]]:
+        with lock:
+            events.append(("start", run_id))
+        try:
+            return original(self, run_id)
+        finally:
+            with lock:
+                events.append(("end", run_id))
+
+    monkeypatch.setattr(QuamotionHook, "list_jobs", logged)
+    target = tmp_path / "jobs.jsonl"
+    summary = QuamotionExportOperator(
+        task_id="t",
+        resource="jobs",
+        destination=str(target),
+        since=since,
+        until=until,
+        max_concurrency=concurrency,
+    ).execute({})
+
+    expected = expected_jobs(sb, since, until)
+    assert summary["rows"] == len(expected)
+    assert [json.loads(line) for line in target.read_text().splitlines()] == expected  # run order kept
+    begin, end = events.index(("start", slow)), events.index(("end", slow))
+    done_meanwhile = [rid for kind, rid in events[begin:end] if kind == "end" and rid != slow]
+    # Before: at most 2 x concurrency runs were in flight, so the slow head blocked all but
+    # 2 x concurrency - 1 others. Now the look-ahead window lets the other worker go on.
+    assert len(done_meanwhile) > 2 * concurrency
+    assert len(done_meanwhile) >= source.IN_FLIGHT_PER_WORKER * concurrency // 2
+    assert sb.counters()["faults_injected"] == 0  # latency only: every request answered first time
+
+
+def test_a_failed_export_stops_its_workers(
+    sandbox_conn: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sb = sandbox_conn
+    broken = sb.data.run_id(0)
+    # The first run's jobs fail for good at once (404: no retry); every other run's jobs answer 503,
+    # so the other workers are in the middle of their retries (50 attempts, 50 ms apart) when it fails.
+    sb.set_faults(
+        {
+            "rules": [
+                {"path": f"{broken}/jobs$", "status": 404},
+                {"path": r"/jobs$", "status": 503, "retry_after": 1},
+            ]
+        }
+    )
+    sends: list[str] = []  # the thread of every request sent, in order
+    lock = threading.Lock()
+    original_send = requests.adapters.HTTPAdapter.send
+
+    def logged_send(self: requests.adapters.HTTPAdapter, request: Any, *args: Any, **kwargs: Any) -> Any:
+        with lock:
+            sends.append(threading.current_thread().name)
+        return original_send(self, request, *args, **kwargs)
+
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", logged_send)
+    retry = {"max_attempts": 50, "backoff_initial": 0.05, "backoff_max": 0.05, "retry_after_max": 0.05}
+    target = tmp_path / "jobs.jsonl"
+    operator = QuamotionExportOperator(
+        task_id="t",
+        resource="jobs",
+        destination=str(target),
+        max_concurrency=4,
+        hook_settings={"retry": retry},
+    )
+    with pytest.raises(QuamotionApiError, match="404"):
+        operator.execute({})
+    with lock:
+        raised_at = len(sends)
+    workers_when_raised = export_workers()
+
+    for thread in workers_when_raised:
+        thread.join(10)  # they end at their next attempt (within one 50 ms wait), not after 50 attempts
+    assert [t.name for t in export_workers()] == []
+    late = [name for name in sends[raised_at:] if name.startswith(WORKER_PREFIX)]
+    assert late == [], f"{len(late)} requests were sent by workers after the export had failed"
+    assert not target.exists()
+    # the other workers really were retrying when the export failed
+    assert sb.counters()["status"].get("503", 0) >= 3
+    assert sum(1 for name in sends if name.startswith(WORKER_PREFIX)) < 4 * 50
