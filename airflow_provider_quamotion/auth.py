@@ -252,15 +252,23 @@ class MsalClientCredentials:
         except requests.RequestException as err:
             raise QuamotionAuthError(
                 f"Could not reach Azure AD at {self.settings.authority_host}: {type(err).__name__}. "
-                "Check authority_host, proxies and verify in the connection."
+                "Check authority_host, proxies and verify in the connection.",
+                transient=True,
             ) from None
         except QuamotionAuthError:
             raise
         except QuamotionError as err:
-            raise QuamotionAuthError(f"Could not get a token from Azure AD: {err}") from None
-        except Exception as err:  # msal raises MsalServiceError and ValueError for bad replies
+            status = getattr(err, "status", None)
+            unavailable = (status is None or status == 429 or status >= 500) and "certificate" not in str(err)
             raise QuamotionAuthError(
-                f"Azure AD token request failed: {type(err).__name__}: {redact(str(err), *self.settings.secrets())[:300]}"
+                f"Could not get a token from Azure AD: {err}", transient=unavailable
+            ) from None
+        except (
+            Exception
+        ) as err:  # msal raises MsalServiceError (5xx after retries) and ValueError for bad replies
+            raise QuamotionAuthError(
+                f"Azure AD token request failed: {type(err).__name__}: {redact(str(err), *self.settings.secrets())[:300]}",
+                transient=type(err).__name__ == "MsalServiceError",
             ) from None
         if "access_token" not in result:
             raise aad_error(result, self.settings)

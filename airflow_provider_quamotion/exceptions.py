@@ -56,11 +56,16 @@ class QuamotionInsecureRequestError(QuamotionConfigError):
 
 
 class QuamotionAuthError(QuamotionError):
-    """Authentication failed: Azure AD refused the credentials, the API key login failed, or a 401/403."""
+    """Authentication failed: Azure AD refused the credentials, the API key login failed, or a 401/403.
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    ``transient`` is true when the token service itself was unavailable (5xx, dropped connections
+    after every retry): a waiting sensor or trigger may poll again rather than fail.
+    """
+
+    def __init__(self, message: str, *, code: str | None = None, transient: bool = False) -> None:
         super().__init__(message)
         self.code = code
+        self.transient = transient
 
 
 class QuamotionApiError(QuamotionError):

@@ -21,13 +21,16 @@ The policy is a set of pure functions used by both clients, so both follow the s
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import email.utils
 import logging
+import os
 import random
 import ssl
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -46,6 +49,7 @@ from airflow_provider_quamotion.exceptions import (
     QuamotionInsecureRequestError,
     QuamotionNotFoundError,
     QuamotionRateLimitedError,
+    QuamotionTimeoutError,
     excerpt,
     redact,
 )
@@ -559,11 +563,80 @@ def _httpx_failure_sent(exc: Exception) -> bool:
     return not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
 
 
+def is_certificate_failure(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what caused it) is a TLS certificate verification failure: not transient."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return True
+        text = str(exc).upper()
+        if "CERTIFICATE_VERIFY_FAILED" in text or "CERTIFICATE VERIFY FAILED" in text:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+#: SSL contexts by ``verify`` setting (and, for a CA path, its size and modification time): loading
+#: a CA bundle costs milliseconds of CPU, which 1,000 triggers must not each spend in the event loop.
+_SSL_CONTEXTS: dict[tuple[Any, ...], ssl.SSLContext] = {}
+_SSL_CONTEXTS_LOCK = threading.Lock()
+
+
 def ssl_context(verify: bool | str) -> ssl.SSLContext | bool:
-    """The ``httpx`` form of a ``verify`` setting (a CA path becomes an ``SSLContext``)."""
+    """The ``httpx`` form of a ``verify`` setting: an ``SSLContext``, built once per setting per process.
+
+    ``True`` is the system CAs (certifi), ``False`` no verification, a path a CA bundle (or a directory
+    of CAs). A changed bundle (size or modification time) is loaded again. The environment
+    (``SSL_CERT_FILE``) plays no part.
+    """
     if isinstance(verify, str):
-        return ssl.create_default_context(cafile=verify)
-    return verify
+        try:
+            stat = os.stat(verify)
+        except OSError:
+            return ssl.create_default_context(cafile=verify)  # raises the clear "no such file" error
+        key: tuple[Any, ...] = ("path", verify, stat.st_size, stat.st_mtime_ns)
+    else:
+        key = ("flag", bool(verify))
+    with _SSL_CONTEXTS_LOCK:
+        context = _SSL_CONTEXTS.get(key)
+        if context is None:
+            if isinstance(verify, str):
+                is_dir = os.path.isdir(verify)
+                context = ssl.create_default_context(
+                    cafile=None if is_dir else verify, capath=verify if is_dir else None
+                )
+            else:
+                import httpx
+
+                context = httpx.create_ssl_context(verify=bool(verify), trust_env=False)
+            for stale in [k for k in _SSL_CONTEXTS if k[:2] == key[:2]]:
+                del _SSL_CONTEXTS[stale]
+            _SSL_CONTEXTS[key] = context
+        return context
+
+
+@dataclass
+class _Pool:
+    """One ``httpx.AsyncClient`` of an event loop, and how many :class:`AsyncQuamotionClient` use it."""
+
+    client: httpx.AsyncClient
+    users: int = 0
+
+
+#: Per event loop: one pooled ``httpx.AsyncClient`` per origin, TLS and proxy settings.
+_POOLS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, ...], _Pool]] = (
+    weakref.WeakKeyDictionary()
+)
+#: Per event loop: the project lookup in flight for a ``_PROJECT_ROOTS`` key (one request, others wait).
+_PROJECT_LOOKUPS: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[str, ...], asyncio.Task[str]]
+] = weakref.WeakKeyDictionary()
+
+
+def _pool_key(settings: QuamotionSettings) -> tuple[str, ...]:
+    proxies = tuple(sorted((settings.proxies or {}).items()))
+    return (settings.origin, repr(settings.verify), repr(proxies))
 
 
 class AsyncQuamotionClient:
@@ -571,6 +644,11 @@ class AsyncQuamotionClient:
 
     Same URL resolution, guard, retry decisions, waits, 401 renewal and errors; tokens come from the
     same process-wide cache without blocking the event loop.
+
+    Every client of an event loop with the same origin, TLS and proxy settings shares one pooled
+    ``httpx.AsyncClient`` (at most :data:`ASYNC_POOL_SIZE` connections, one ``SSLContext``), closed
+    when its last user closes; the project is looked up once per process, with one request in flight
+    whatever the number of callers.
 
     :param settings: the connection's settings.
     :param token_provider: where bearer tokens come from.
@@ -580,35 +658,57 @@ class AsyncQuamotionClient:
         self.settings = settings
         self.token_provider = token_provider
         self._client: httpx.AsyncClient | None = None
+        self._pool_loop: asyncio.AbstractEventLoop | None = None
         self._api_root: str | None = None
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            import httpx
-
-            mounts = {
-                f"{scheme}://": httpx.AsyncHTTPTransport(proxy=url, verify=ssl_context(self.settings.verify))
-                for scheme, url in (self.settings.proxies or {}).items()
-            }
-            self._client = httpx.AsyncClient(
-                verify=ssl_context(self.settings.verify),
-                timeout=self.settings.timeout,
-                trust_env=False,
-                follow_redirects=False,
-                mounts=mounts or None,
-                # keep every pooled connection alive: triggers sharing one client poll in bursts, and
-                # httpx's default (20 kept of 100) would redo TLS handshakes on each burst
-                limits=httpx.Limits(
-                    max_connections=ASYNC_POOL_SIZE, max_keepalive_connections=ASYNC_POOL_SIZE
-                ),
-            )
+            loop = asyncio.get_running_loop()
+            pools = _POOLS.setdefault(loop, {})
+            key = _pool_key(self.settings)
+            pool = pools.get(key)
+            if pool is None or pool.client.is_closed:
+                pool = _Pool(self._new_http())
+                pools[key] = pool
+            pool.users += 1
+            self._client, self._pool_loop = pool.client, loop
         return self._client
 
+    def _new_http(self) -> httpx.AsyncClient:
+        import httpx
+
+        context = ssl_context(self.settings.verify)
+        mounts = {
+            f"{scheme}://": httpx.AsyncHTTPTransport(proxy=url, verify=context)
+            for scheme, url in (self.settings.proxies or {}).items()
+        }
+        return httpx.AsyncClient(
+            verify=context,
+            timeout=self.settings.timeout,
+            trust_env=False,
+            follow_redirects=False,
+            mounts=mounts or None,
+            # keep every pooled connection alive: triggers sharing one client poll in bursts, and
+            # httpx's default (20 kept of 100) would redo TLS handshakes on each burst
+            limits=httpx.Limits(max_connections=ASYNC_POOL_SIZE, max_keepalive_connections=ASYNC_POOL_SIZE),
+        )
+
     async def aclose(self) -> None:
-        """Close the pooled connections."""
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        """Stop using the shared pool; the last user closes its connections."""
+        client, loop = self._client, self._pool_loop
+        self._client = self._pool_loop = None
+        if client is None:
+            return
+        pools = _POOLS.get(loop) if loop is not None else None
+        key = _pool_key(self.settings)
+        pool = pools.get(key) if pools is not None else None
+        if pool is None or pool.client is not client:
+            await client.aclose()  # a pool replaced meanwhile (closed): nobody else holds it
+            return
+        pool.users -= 1
+        if pool.users <= 0:
+            del pools[key]  # type: ignore[union-attr]
+            await client.aclose()
 
     async def __aenter__(self) -> AsyncQuamotionClient:
         return self
@@ -616,43 +716,95 @@ class AsyncQuamotionClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def api_root(self) -> str:
-        """The project's API root path, looked up once and cached process-wide."""
+    async def api_root(self, deadline: float | None = None) -> str:
+        """The project's API root path, looked up once and cached process-wide.
+
+        Concurrent callers of one event loop share a single ``GET /api/project``: the first starts it,
+        the others await its result (or its error: each may try again on its next call).
+
+        :param deadline: give up (with the lookup's last transient error) at this epoch time.
+        """
         if self._api_root is None:
             key = _project_key(self.settings)
             root = _PROJECT_ROOTS.get(key)
             if root is None:
-                response = await self.request("GET", api.PROJECTS)
-                root = project_api_root(parse_json(response), self.settings.project)
-                _PROJECT_ROOTS[key] = root
+                loop = asyncio.get_running_loop()
+                lookups = _PROJECT_LOOKUPS.setdefault(loop, {})
+                lookup = lookups.get(key)
+                if lookup is None:
+                    lookup = loop.create_task(self._look_up_project(key, deadline))
+                    lookups[key] = lookup
+                    lookup.add_done_callback(lambda task: _lookup_done(lookups, key, task))
+                root = await asyncio.shield(lookup)
             self._api_root = root
         return self._api_root
 
-    async def request(self, method: str, endpoint: str, **kwargs: Any) -> httpx.Response:
-        """Send a request under the transport policy; raises typed errors for non-2xx replies."""
+    async def _look_up_project(self, key: tuple[str, ...], deadline: float | None) -> str:
+        # a client of its own (on the same shared pool): the lookup outlives a caller that is cancelled
+        async with AsyncQuamotionClient(self.settings, self.token_provider) as client:
+            response = await client.request("GET", api.PROJECTS, deadline=deadline)
+        root = project_api_root(parse_json(response), self.settings.project)
+        _PROJECT_ROOTS[key] = root
+        return root
+
+    async def request(
+        self, method: str, endpoint: str, *, deadline: float | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        """Send a request under the transport policy; raises typed errors for non-2xx replies.
+
+        :param method: the HTTP method.
+        :param endpoint: as for :meth:`QuamotionSession.request`.
+        :param deadline: an absolute time (epoch seconds) the call must not outlive: no retry starts
+            whose wait would pass it, waits and each attempt's timeout are cut to the time left. When
+            it stops the retries, the last attempt's error is raised (as when retries run out); a
+            deadline already passed raises :class:`~airflow_provider_quamotion.exceptions.QuamotionTimeoutError`.
+        :param kwargs: passed to ``httpx`` (``params``, ``json``, ``headers``, ``timeout``...).
+        """
         import httpx
 
         method = method.upper()
+        self._http()  # join the shared pool first: the project lookup below borrows it too
         needs_root = not (endpoint.startswith("/") or "://" in endpoint)
-        root = await self.api_root() if needs_root else ""
+        root = await self.api_root(deadline) if needs_root else ""
         url = resolve_url(self.settings.base_url, endpoint, lambda: root)
         policy = self.settings.retry
         headers = kwargs.pop("headers", None)
+        timeout = kwargs.pop("timeout", self.settings.timeout)
+
+        def time_left() -> float | None:
+            return None if deadline is None else deadline - time.time()
+
+        def attempt_timeout() -> Any:
+            left = time_left()
+            if left is None:
+                return timeout
+            if left <= 0:
+                raise QuamotionTimeoutError(
+                    f"{method} {urlsplit(url).path}: the caller's deadline passed before the request was sent."
+                )
+            if timeout is None:
+                return left
+            if isinstance(timeout, int | float):
+                return min(float(timeout), left)
+            return timeout  # an httpx.Timeout given by the caller is used as given
+
+        async def send(token: str) -> httpx.Response:
+            return await self._http().request(
+                method, url, headers=_with_bearer(headers, token), timeout=attempt_timeout(), **kwargs
+            )
 
         async def attempt() -> httpx.Response:
             try:
                 token = await self.token_provider.aget_token()
-                response = await self._http().request(
-                    method, url, headers=_with_bearer(headers, token), **kwargs
-                )
+                response = await send(token)
                 if response.status_code == 401:
                     self.token_provider.invalidate(token)
                     token = await self.token_provider.aget_token()
-                    response = await self._http().request(
-                        method, url, headers=_with_bearer(headers, token), **kwargs
-                    )
+                    response = await send(token)
             except httpx.HTTPError as exc:
                 failure = transport_error(method, url, exc)
+                if is_certificate_failure(exc):
+                    raise failure from exc  # a certificate problem does not go away by retrying
                 if retry_decision(policy, method, sent=_httpx_failure_sent(exc)):
                     raise _Retry(failure) from exc
                 raise failure from exc
@@ -666,11 +818,46 @@ class AsyncQuamotionClient:
                 raise error
             return response
 
+        wanted = [0.0]  # the last wait asked for, before it was cut to the time left
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            wanted[0] = wait_seconds(
+                policy, state.attempt_number, exc.retry_after if isinstance(exc, _Retry) else None
+            )
+            left = time_left()
+            return wanted[0] if left is None else max(0.0, min(wanted[0], left))
+
+        def stop(state: tenacity.RetryCallState) -> bool:
+            if state.attempt_number >= policy.max_attempts:
+                return True
+            left = time_left()
+            if left is not None and wanted[0] >= left:
+                log.info(
+                    "%s %s: not retried, the next attempt (in %.1f s) would pass the deadline (%.1f s left)",
+                    method,
+                    urlsplit(url).path,
+                    wanted[0],
+                    max(0.0, left),
+                )
+                return True
+            return False
+
+        retrying = _retrying(policy, method, url, tenacity.AsyncRetrying).copy(wait=wait, stop=stop)
         try:
-            result: httpx.Response = await _retrying(policy, method, url, tenacity.AsyncRetrying)(attempt)
+            result: httpx.Response = await retrying(attempt)
         except _Retry as exhausted:
             raise exhausted.error from None
         return result
+
+
+def _lookup_done(
+    lookups: dict[tuple[str, ...], asyncio.Task[str]], key: tuple[str, ...], task: asyncio.Task[str]
+) -> None:
+    if lookups.get(key) is task:
+        del lookups[key]
+    if not task.cancelled():
+        task.exception()  # retrieved here, so a lookup whose waiters all left is not reported as lost
 
 
 __all__ = [
@@ -679,6 +866,7 @@ __all__ = [
     "TokenProvider",
     "check_destination",
     "error_for_status",
+    "is_certificate_failure",
     "iter_json_records",
     "parse_json",
     "project_api_root",

@@ -7,6 +7,7 @@ that needs it runs. The auth lives in :mod:`airflow_provider_quamotion.auth`, th
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -332,28 +333,39 @@ class QuamotionAsyncHook(BaseHook):
         self.quamotion_conn_id = quamotion_conn_id
         self._overrides = settings
         self._client: AsyncQuamotionClient | None = None
+        self._client_lock: asyncio.Lock | None = None
 
     async def client(self) -> AsyncQuamotionClient:
-        """The async client (reads the connection on first use)."""
+        """The async client (reads the connection on first use, once however many callers wait)."""
         if self._client is None:
-            conn = await self.aget_connection(self.quamotion_conn_id)
-            settings = _settings_of(conn, self.quamotion_conn_id, self._overrides)
-            self._client = AsyncQuamotionClient(settings, token_provider(settings))
+            if self._client_lock is None:
+                self._client_lock = asyncio.Lock()
+            async with self._client_lock:
+                if self._client is None:
+                    conn = await self.aget_connection(self.quamotion_conn_id)
+                    settings = _settings_of(conn, self.quamotion_conn_id, self._overrides)
+                    self._client = AsyncQuamotionClient(settings, token_provider(settings))
         return self._client
 
     async def aclose(self) -> None:
-        """Close pooled connections."""
+        """Release the pooled connections (the shared pool closes when its last user closes)."""
         if self._client is not None:
             await self._client.aclose()
 
-    async def request(self, method: str, endpoint: str, **kwargs: Any) -> Any:
-        """Call ``endpoint``; returns the ``httpx.Response``; non-2xx replies raise typed errors."""
-        return await (await self.client()).request(method, endpoint, **kwargs)
+    async def request(
+        self, method: str, endpoint: str, *, deadline: float | None = None, **kwargs: Any
+    ) -> Any:
+        """Call ``endpoint``; returns the ``httpx.Response``; non-2xx replies raise typed errors.
 
-    async def get_json(self, endpoint: str, **kwargs: Any) -> Any:
+        :param deadline: an absolute time (epoch seconds): retries, their waits and each attempt's
+            timeout stay within it (see :meth:`AsyncQuamotionClient.request`).
+        """
+        return await (await self.client()).request(method, endpoint, deadline=deadline, **kwargs)
+
+    async def get_json(self, endpoint: str, *, deadline: float | None = None, **kwargs: Any) -> Any:
         """GET ``endpoint`` and parse its JSON."""
-        return parse_json(await self.request("GET", endpoint, **kwargs))
+        return parse_json(await self.request("GET", endpoint, deadline=deadline, **kwargs))
 
-    async def list_jobs(self, test_run_id: str) -> list[dict[str, Any]]:
+    async def list_jobs(self, test_run_id: str, *, deadline: float | None = None) -> list[dict[str, Any]]:
         """A test run's jobs."""
-        return api.unwrap_list(await self.get_json(api.test_run_jobs(test_run_id)))
+        return api.unwrap_list(await self.get_json(api.test_run_jobs(test_run_id), deadline=deadline))

@@ -55,6 +55,7 @@ from airflow_provider_quamotion.triggers.quamotion import (
     DEFAULT_CONN_ID,
     QuamotionTestRunTrigger,
     hook_overrides,
+    is_transient_error,
     safe_hook_settings,
 )
 
@@ -390,19 +391,36 @@ class QuamotionStartTestRunOperator(BaseOperator):
     def wait_in_worker(self, context: Context, hook: QuamotionHook, test_run_id: str) -> str:
         """Poll in the worker until the run finishes or ``timeout`` passes."""
         deadline, limit = wait_deadline(self.timeout, None)
+        state: api.TestRunState | None = None
+        last_error = ""
         while True:
-            state, jobs = poll_run(hook, test_run_id, self.allow_skipped)
-            self.log.info("Quamotion test run %s is %s (%d job(s))", test_run_id, state.value, len(jobs))
-            if state.is_terminal:
-                self._report(context, test_run_id, state, jobs)
-                return test_run_id
+            try:
+                state, jobs = poll_run(hook, test_run_id, self.allow_skipped)
+            except QuamotionError as err:
+                if not is_transient_error(err, hook.settings.retry.retry_statuses):
+                    raise
+                last_error = f" The last poll failed: {type(err).__name__}: {err}"
+                self.log.warning(
+                    "Polling Quamotion test run %s failed after the transport's retries (%s: %s); "
+                    "polling again",
+                    test_run_id,
+                    type(err).__name__,
+                    err,
+                )
+            else:
+                last_error = ""
+                self.log.info("Quamotion test run %s is %s (%d job(s))", test_run_id, state.value, len(jobs))
+                if state.is_terminal:
+                    self._report(context, test_run_id, state, jobs)
+                    return test_run_id
             wait = self.poll_interval
             if deadline is not None:
                 remaining = deadline - time.time()
                 if remaining <= 0:
                     raise QuamotionTimeoutError(
                         f"Quamotion test run {test_run_id} did not finish within the wait's {limit}; it was "
-                        f"{state.value}. It keeps going in Quamotion Cloud; a retry of this task resumes it."
+                        f"{state.value if state else 'not polled'}. It keeps going in Quamotion Cloud; a "
+                        f"retry of this task resumes it.{last_error}"
                     )
                 wait = min(wait, remaining)
             time.sleep(wait)

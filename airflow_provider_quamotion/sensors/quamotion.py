@@ -52,6 +52,7 @@ from airflow_provider_quamotion.triggers.quamotion import (
     QuamotionTestRunTrigger,
     hook_overrides,
     import_check,
+    is_transient_error,
     parse_body,
     run_check,
     safe_hook_settings,
@@ -184,7 +185,9 @@ class QuamotionTestRunSensor(BaseSensorOperator):
     Succeeds (returning ``{"test_run_id", "state", "job_count"}``) when every job succeeded (or was
     skipped, with ``allow_skipped``). Fails with ``AirflowFailException`` when the run finished
     otherwise, so Airflow does not retry a finished failure. Transient API errors are retried by the
-    transport; what remains after the retries fails the poke (and the task retries, if it may).
+    transport; a transient failure left after the retries (429, 5xx, a dropped connection, a timeout)
+    is "not yet" (the sensor pokes again until its ``timeout``); a permanent one (401/403, 404, other
+    4xx) fails the poke.
 
     :param test_run_id: the run to wait on (templated).
     :param allow_skipped: count ``skipped`` jobs as passed.
@@ -246,7 +249,20 @@ class QuamotionTestRunSensor(BaseSensorOperator):
     def poke(self, context: Context) -> bool | PokeReturnValue:
         """One poll: done when the run passed; ``AirflowFailException`` when it finished otherwise."""
         test_run_id = str(self.test_run_id)
-        state, jobs = poll_run(self.hook, test_run_id, self.allow_skipped)
+        try:
+            state, jobs = poll_run(self.hook, test_run_id, self.allow_skipped)
+        except QuamotionError as err:
+            if not is_transient_error(err, self.hook.settings.retry.retry_statuses):
+                raise
+            self.log.warning(
+                "Polling Quamotion test run %s failed after the transport's retries (%s: %s); poking "
+                "again in %s s",
+                test_run_id,
+                type(err).__name__,
+                err,
+                self.poke_interval,
+            )
+            return False
         self.log.info("Quamotion test run %s is %s (%d job(s))", test_run_id, state.value, len(jobs))
         if state is api.TestRunState.SUCCESS:
             self.log.info(format_run_success(test_run_id, len(jobs)))
@@ -351,6 +367,18 @@ class QuamotionSensor(BaseSensorOperator):
             if not self.not_found_ok:
                 raise
             self.log.info("%s %s: 404, not there yet", self.method, self.endpoint)
+            return False
+        except QuamotionError as err:
+            if not is_transient_error(err, self.hook.settings.retry.retry_statuses):
+                raise
+            self.log.warning(
+                "%s %s failed after the transport's retries (%s: %s); poking again in %s s",
+                self.method,
+                self.endpoint,
+                type(err).__name__,
+                err,
+                self.poke_interval,
+            )
             return False
         with response:
             body = parse_body(response)

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -103,9 +103,51 @@ def hook_overrides(settings: Mapping[str, Any] | None) -> dict[str, Any]:
     return out
 
 
+def is_transient_error(err: BaseException, retry_statuses: Collection[int] | None = None) -> bool:
+    """Whether a failure left after the transport's retries may go away by itself (poll again later).
+
+    Transient: a retryable status (429, 5xx of the retry policy), a dropped connection or a timeout
+    (no status; a certificate failure excepted), a deadline reached inside the transport. Permanent:
+    401/403 after renewal, 404 (an unknown run or project), other 4xx, a reply that is not JSON, a
+    configuration or certificate problem.
+
+    :param err: the error a poll raised.
+    :param retry_statuses: the statuses the retry policy retries (default: the default policy's).
+    """
+    from airflow_provider_quamotion.exceptions import (
+        QuamotionApiError,
+        QuamotionAuthError,
+        QuamotionRateLimitedError,
+        QuamotionResponseError,
+        QuamotionTimeoutError,
+    )
+
+    if isinstance(err, QuamotionTimeoutError | QuamotionRateLimitedError):
+        return True
+    if isinstance(err, QuamotionAuthError):
+        return err.transient  # the token service was down; a refused credential is permanent
+    if not isinstance(err, QuamotionApiError) or isinstance(
+        err, QuamotionNotFoundError | QuamotionResponseError
+    ):
+        return False
+    if err.status is None:
+        from airflow_provider_quamotion.transport import is_certificate_failure
+
+        return not is_certificate_failure(err)
+    if retry_statuses is None:
+        from airflow_provider_quamotion.settings import RetryPolicy
+
+        retry_statuses = RetryPolicy().retry_statuses
+    return err.status in retry_statuses
+
+
 #: A shared hook is handed to new triggers for this long; then a fresh one (re-reading the connection)
 #: is made, and the old one closes when its last trigger ends.
 SHARED_HOOK_MAX_AGE = 900.0
+#: First polls of the triggers sharing a hook are paced this far apart (seconds), so 1,000 triggers
+#: started together (a triggerer restart, a large DAG run) do not poll in the same instant; a trigger
+#: started alone polls at once. The wait never exceeds one poll interval.
+FIRST_POLL_SPACING = 0.0025
 
 
 @dataclass
@@ -113,23 +155,22 @@ class _Shared:
     hook: QuamotionAsyncHook
     created: float
     users: int = 0
+    #: when (``time.monotonic()``) the last paced first poll was scheduled
+    last_first_poll: float = 0.0
+
+    def first_poll_wait(self, poll_interval: float) -> float:
+        """Reserve the next first-poll slot; the seconds to wait for it (at most ``poll_interval``)."""
+        now = time.monotonic()
+        wait = min(max(0.0, self.last_first_poll + FIRST_POLL_SPACING - now), poll_interval)
+        self.last_first_poll = now + wait
+        return wait
 
 
 _SHARED_HOOKS: dict[tuple[int, str, str], _Shared] = {}
 
 
 @contextlib.asynccontextmanager
-async def shared_hook(conn_id: str, hook_settings: Mapping[str, Any]) -> AsyncIterator[QuamotionAsyncHook]:
-    """One :class:`QuamotionAsyncHook` per event loop, connection and settings, shared by triggers.
-
-    A triggerer running 1,000 triggers then holds one HTTP connection pool and one TLS context instead
-    of 1,000 (tokens are shared process-wide anyway). An entry older than
-    :data:`SHARED_HOOK_MAX_AGE` is not handed out again, so a changed connection is picked up; each
-    hook is closed when its last trigger ends (or is cancelled).
-
-    :param conn_id: the Airflow connection ID.
-    :param hook_settings: the trigger's non-secret hook settings.
-    """
+async def _shared_entry(conn_id: str, hook_settings: Mapping[str, Any]) -> AsyncIterator[_Shared]:
     from airflow_provider_quamotion.hooks.quamotion import QuamotionAsyncHook
 
     key = (id(asyncio.get_running_loop()), conn_id, json.dumps(hook_settings, sort_keys=True, default=str))
@@ -139,13 +180,30 @@ async def shared_hook(conn_id: str, hook_settings: Mapping[str, Any]) -> AsyncIt
         _SHARED_HOOKS[key] = entry
     entry.users += 1
     try:
-        yield entry.hook
+        yield entry
     finally:
         entry.users -= 1
         if entry.users == 0:
             if _SHARED_HOOKS.get(key) is entry:
                 del _SHARED_HOOKS[key]
             await entry.hook.aclose()
+
+
+@contextlib.asynccontextmanager
+async def shared_hook(conn_id: str, hook_settings: Mapping[str, Any]) -> AsyncIterator[QuamotionAsyncHook]:
+    """One :class:`QuamotionAsyncHook` per event loop, connection and settings, shared by triggers.
+
+    A triggerer running 1,000 triggers then reads the connection once and holds one HTTP client (one
+    bounded connection pool, one TLS context) instead of 1,000; the project is looked up once and
+    tokens are shared process-wide. An entry older than :data:`SHARED_HOOK_MAX_AGE` is not handed out
+    again, so a changed connection is picked up; each hook is closed when its last trigger ends (or is
+    cancelled).
+
+    :param conn_id: the Airflow connection ID.
+    :param hook_settings: the trigger's non-secret hook settings.
+    """
+    async with _shared_entry(conn_id, hook_settings) as entry:
+        yield entry.hook
 
 
 def _message(text: str) -> str:
@@ -158,7 +216,13 @@ def _remaining(deadline: float | None) -> float | None:
 
 
 class _QuamotionTriggerBase(BaseTrigger):
-    """What both triggers share: the connection, the hook settings, the deadline and the poll interval."""
+    """What both triggers share: the connection, the hook settings, the deadline and the poll interval.
+
+    Polls run under the deadline (the transport's retries never outlive it). A transient failure
+    left after the transport's retries (see :func:`is_transient_error`) counts as "not yet": the
+    trigger polls again until its deadline and then yields ``timeout``; only a permanent error ends
+    the wait with an ``error`` event.
+    """
 
     def __init__(
         self,
@@ -187,16 +251,28 @@ class _QuamotionTriggerBase(BaseTrigger):
             "first_delay": self.first_delay,
         }
 
-    def _hook(self) -> contextlib.AbstractAsyncContextManager[QuamotionAsyncHook]:
-        return shared_hook(self.quamotion_conn_id, self.hook_settings)
+    @contextlib.asynccontextmanager
+    async def _hook(self) -> AsyncIterator[QuamotionAsyncHook]:
+        """The shared hook, after this trigger's paced slot for its first poll (deadline permitting)."""
+        async with _shared_entry(self.quamotion_conn_id, self.hook_settings) as entry:
+            wait = entry.first_poll_wait(self.poll_interval)
+            remaining = _remaining(self.deadline)
+            if remaining is not None:
+                wait = min(wait, remaining / 2)  # leave time for at least one poll
+            if wait > 0:
+                await asyncio.sleep(wait)
+            yield entry.hook
+
+    async def _retry_statuses(self, hook: QuamotionAsyncHook) -> Collection[int]:
+        return (await hook.client()).settings.retry.retry_statuses
 
     async def _sleep(self, seconds: float) -> bool:
-        """Sleep ``seconds`` but not past the deadline; ``False`` when the deadline has passed."""
+        """Sleep ``seconds`` but not past the deadline; ``False`` when the deadline came first."""
         remaining = _remaining(self.deadline)
-        if remaining is not None:
-            if remaining <= 0:
-                return False
-            seconds = min(seconds, remaining)
+        if remaining is not None and remaining <= seconds:
+            if remaining > 0:
+                await asyncio.sleep(remaining)
+            return False
         await asyncio.sleep(seconds)
         return True
 
@@ -279,30 +355,55 @@ class QuamotionTestRunTrigger(_QuamotionTriggerBase):
         yield event  # the shared hook is released before the event leaves
 
     async def _poll(self, hook: QuamotionAsyncHook) -> TriggerEvent:
+        state: api.TestRunState | None = None
+        jobs: list[Any] = []
+        last_error: str | None = None
+        try:
+            retry_statuses = await self._retry_statuses(hook)
+        except QuamotionError as err:
+            return self._event(STATUS_ERROR, f"{type(err).__name__}: {err}", None, [])
         while True:
             try:
-                jobs = await hook.list_jobs(self.test_run_id)
-                state = api.run_state_from_jobs(jobs, allow_skipped=self.allow_skipped)
+                found = await hook.list_jobs(self.test_run_id, deadline=self.deadline)
+                current = api.run_state_from_jobs(found, allow_skipped=self.allow_skipped)
             except QuamotionNotFoundError as err:
                 return self._event(
                     STATUS_ERROR, f"Test run {self.test_run_id!r} was not found: {err}", None, []
                 )
-            except (QuamotionError, ValueError, TypeError) as err:
+            except QuamotionError as err:
+                if not is_transient_error(err, retry_statuses):
+                    return self._event(STATUS_ERROR, f"{type(err).__name__}: {err}", None, [])
+                last_error = f"{type(err).__name__}: {err}"
+                self.log.warning(
+                    "Test run %s: the poll failed after the transport's retries (%s); polling again",
+                    self.test_run_id,
+                    last_error,
+                )
+            except (ValueError, TypeError) as err:
                 return self._event(STATUS_ERROR, f"{type(err).__name__}: {err}", None, [])
-            if state is api.TestRunState.SUCCESS:
-                return self._event(STATUS_SUCCESS, f"Test run {self.test_run_id} passed.", state.value, jobs)
-            if state is api.TestRunState.FAILED:
-                return self._event(STATUS_FAILED, f"Test run {self.test_run_id} failed.", state.value, jobs)
-            self.log.debug("Test run %s is %s", self.test_run_id, state.value)
+            else:
+                state, jobs, last_error = current, found, None
+                if state is api.TestRunState.SUCCESS:
+                    return self._event(
+                        STATUS_SUCCESS, f"Test run {self.test_run_id} passed.", state.value, jobs
+                    )
+                if state is api.TestRunState.FAILED:
+                    return self._event(
+                        STATUS_FAILED, f"Test run {self.test_run_id} failed.", state.value, jobs
+                    )
+                self.log.debug("Test run %s is %s", self.test_run_id, state.value)
             if not await self._sleep(self.poll_interval):
-                return self._timeout_event(state.value, jobs)
+                return self._timeout_event(state.value if state else None, jobs, last_error)
 
-    def _timeout_event(self, state: str | None, jobs: list[Any]) -> TriggerEvent:
+    def _timeout_event(
+        self, state: str | None, jobs: list[Any], last_error: str | None = None
+    ) -> TriggerEvent:
+        failing = f" The last poll failed: {last_error}" if last_error else ""
         return self._event(
             STATUS_TIMEOUT,
             f"Test run {self.test_run_id} did not finish before the deadline "
             f"({time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(self.deadline or 0))}); "
-            f"it was {state or 'not polled'}. The run itself keeps going in Quamotion Cloud.",
+            f"it was {state or 'not polled'}. The run itself keeps going in Quamotion Cloud.{failing}",
             state,
             jobs,
         )
@@ -414,13 +515,28 @@ class QuamotionHttpTrigger(_QuamotionTriggerBase):
         yield event  # the shared hook is released before the event leaves
 
     async def _poll(self, hook: QuamotionAsyncHook, check: Any) -> TriggerEvent:
+        retry_statuses = await self._retry_statuses(hook)
+        last_error: str | None = None
         while True:
             try:
-                response = await hook.request(self.method, self.endpoint, params=self.params)
+                response = await hook.request(
+                    self.method, self.endpoint, params=self.params, deadline=self.deadline
+                )
             except QuamotionNotFoundError as err:
                 if not self.not_found_ok:
                     return self._event(STATUS_ERROR, str(err), http_status=404)
                 self.log.info("%s %s: 404, not there yet", self.method, self.endpoint)
+                last_error = None
+            except QuamotionError as err:
+                if not is_transient_error(err, retry_statuses):
+                    raise
+                last_error = f"{type(err).__name__}: {err}"
+                self.log.warning(
+                    "%s %s failed after the transport's retries (%s); polling again",
+                    self.method,
+                    self.endpoint,
+                    last_error,
+                )
             else:
                 size = len(response.content)
                 body = parse_body(response)
@@ -465,11 +581,12 @@ class QuamotionHttpTrigger(_QuamotionTriggerBase):
                         body=body,
                     )
             if not await self._sleep(self.poll_interval):
-                return self._event(STATUS_TIMEOUT, self._timeout_message())
+                return self._event(STATUS_TIMEOUT, self._timeout_message(last_error))
 
-    def _timeout_message(self) -> str:
+    def _timeout_message(self, last_error: str | None = None) -> str:
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.deadline or 0))
-        return f"{self.method} {self.endpoint} was not ready before the deadline ({when})."
+        failing = f" The last poll failed: {last_error}" if last_error else ""
+        return f"{self.method} {self.endpoint} was not ready before the deadline ({when}).{failing}"
 
 
 def parse_body(response: Any) -> Any:
@@ -522,6 +639,7 @@ __all__ = [
     "QuamotionTestRunTrigger",
     "hook_overrides",
     "import_check",
+    "is_transient_error",
     "parse_body",
     "run_check",
     "safe_hook_settings",

@@ -227,3 +227,19 @@ def test_tls_is_verified_by_default_and_fails_clearly(
     ):
         QuamotionHook(retry=FAST).get_version()
     assert sandbox_conn.counters()["requests"] == before
+
+
+def test_token_service_outage_is_transient_and_a_refusal_is_not(
+    sandbox_conn: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sandbox_conn.set_faults(path="/oauth2/v2.0/token$", status=503, retry_after=0)
+    with pytest.raises(QuamotionAuthError) as outage:
+        QuamotionHook(retry=RetryPolicy(max_attempts=2, backoff_initial=0.01)).get_version()
+    assert outage.value.transient
+    sandbox_conn.clear_faults()
+    reset_process_caches()
+    _set_conn(monkeypatch, sandbox_conn, password="wrong-secret-value-1")
+    with pytest.raises(QuamotionAuthError) as refused:
+        QuamotionHook(retry=FAST).get_version()
+    assert not refused.value.transient
+    assert refused.value.code == "AADSTS7000215"

@@ -110,7 +110,8 @@ def test_wrong_tenant(sandbox_conn: Sandbox, monkeypatch: pytest.MonkeyPatch) ->
     use_connection(monkeypatch, sandbox_conn, tenant_id=str(uuid.uuid4()), api_key=None)
     text = failure(lambda: QuamotionHook(retry=FAST).get_version(), QuamotionAuthError)
     # msal fails while discovering the unknown tenant's authority, before any token request.
-    assert "could not be used" in text
+    assert "does not know the tenant" in text
+    assert "AADSTS90002" in text
     assert "Check tenant_id" in text  # the fix names the field
     assert_clean(text, sandbox_conn)
 

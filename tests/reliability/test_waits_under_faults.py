@@ -4,19 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from airflow_provider_quamotion.exceptions import QuamotionError
 from airflow_provider_quamotion.hooks.quamotion import QuamotionHook
 from airflow_provider_quamotion.sandbox import Sandbox
 from airflow_provider_quamotion.sensors.quamotion import QuamotionTestRunSensor
 from airflow_provider_quamotion.triggers.quamotion import QuamotionTestRunTrigger
+from tests import sandbox_helpers
 
 #: Transient failures on the polled path: a third of the polls fail (429, 503, dropped connections).
 FLAKY_JOBS = {"rules": [{"path": r"/jobs$", "status": [429, 503, "drop"], "rate": 0.35, "retry_after": 0}]}
 #: How late past its deadline a wait may end (polling granularity and the event's own round trip).
 GRACE_SECONDS = 3.0
+
+
+@pytest.fixture(scope="module")
+def own_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    """This module's own sandbox: the runs it starts must not show in the session sandbox's run count."""
+    yield from sandbox_helpers.private_sandbox(tmp_path_factory)
+
+
+@pytest.fixture
+def sandbox_conn(own_sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
+    """``own_sandbox`` as ``quamotion_default`` (overrides the session-wide fixture here)."""
+    yield from sandbox_helpers.private_conn(own_sandbox, monkeypatch)
 
 
 def start_run(parameters: str = "") -> str:
@@ -91,3 +106,22 @@ def test_trigger_reports_the_run_outcome_not_the_faults(sandbox_conn: Sandbox, p
         first_event(QuamotionTestRunTrigger(run_id, poll_interval=0.2, deadline=time.time() + 60))
     )
     assert event["status"] == ("failed" if parameters else "success"), event
+
+
+def test_sensor_poke_treats_an_outage_as_not_yet(sandbox_conn: Sandbox) -> None:
+    """Retries exhausted on a transient failure: the poke says "not yet"; the sensor's timeout decides."""
+    run_id = "00000000-0000-0000-0000-000000000000"  # the faults answer first (no run added to the sandbox)
+    fast = {
+        "retry": {"max_attempts": 2, "backoff_initial": 0.01, "backoff_max": 0.02, "retry_after_max": 0.05}
+    }
+    sensor = QuamotionTestRunSensor(
+        task_id="wait", test_run_id=run_id, deferrable=False, poke_interval=0.2, hook_settings=fast
+    )
+    for fault in ({"status": 503, "retry_after": 0}, {"status": "drop"}):
+        sandbox_conn.set_faults(path=r"/jobs$", **fault)
+        assert sensor.poke({}) is False
+    sandbox_conn.set_faults(path=r"/jobs$", status=403)
+    with pytest.raises(QuamotionError, match="403"):
+        sensor.poke({})
+    sandbox_conn.clear_faults()
+    assert sandbox_conn.counters()["faults_injected"] >= 5

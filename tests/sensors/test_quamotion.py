@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import requests
 import requests_mock as rm
 from airflow.sdk import PokeReturnValue
 from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout, TaskDeferred
@@ -97,6 +98,36 @@ def test_transient_errors_are_retried_not_fatal(api: rm.Mocker, monkeypatch: pyt
     api.get(JOBS_URL, [{"status_code": 503}, {"status_code": 502}, {"json": jobs("success")}])
     assert sensor(hook_settings=FAST).poke({})
     assert api.call_count >= 3
+
+
+def test_a_transient_failure_left_after_the_retries_is_not_yet(
+    api: rm.Mocker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An outage outlasting the transport's retries does not fail the sensor: it pokes again later."""
+    monkeypatch.setattr("tenacity.nap.time.sleep", lambda s: None)
+    s = sensor(hook_settings=FAST)
+    api.get(JOBS_URL, status_code=503)
+    assert s.poke({}) is False
+    api.get(JOBS_URL, status_code=429)
+    assert s.poke({}) is False
+    api.get(JOBS_URL, exc=requests.exceptions.ConnectionError("connection dropped"))
+    assert s.poke({}) is False
+    api.get(JOBS_URL, exc=requests.exceptions.ReadTimeout("read timed out"))
+    assert s.poke({}) is False
+    api.get(JOBS_URL, json=jobs("success"))
+    assert s.poke({})
+
+
+@pytest.mark.parametrize(
+    ("status", "error"), [(400, QuamotionError), (403, QuamotionError), (404, QuamotionNotFoundError)]
+)
+def test_a_permanent_failure_fails_the_poke(
+    api: rm.Mocker, monkeypatch: pytest.MonkeyPatch, status: int, error: type[Exception]
+) -> None:
+    monkeypatch.setattr("tenacity.nap.time.sleep", lambda s: None)
+    api.get(JOBS_URL, status_code=status, json={"error": "nope"})
+    with pytest.raises(error, match=str(status)):
+        sensor(hook_settings=FAST).poke({})
 
 
 def test_poke_mode_runs_to_success_through_execute(api: rm.Mocker, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -204,6 +235,19 @@ def test_generic_404_is_not_yet_only_when_told(api: rm.Mocker) -> None:
     assert generic(not_found_ok=True).poke({}) is False
     with pytest.raises(QuamotionNotFoundError):
         generic().poke({})
+
+
+def test_generic_transient_failures_are_not_yet_permanent_ones_fail(
+    api: rm.Mocker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tenacity.nap.time.sleep", lambda s: None)
+    api.get(GROUPS_URL, status_code=502)
+    assert generic(hook_settings=FAST).poke({}) is False
+    api.get(GROUPS_URL, exc=requests.exceptions.ConnectionError("connection dropped"))
+    assert generic(hook_settings=FAST).poke({}) is False
+    api.get(GROUPS_URL, status_code=400, json={"error": "bad"})
+    with pytest.raises(QuamotionError, match="400"):
+        generic(hook_settings=FAST).poke({})
 
 
 def test_generic_deferrable_ships_no_callable() -> None:

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from airflow_provider_quamotion import api
-from airflow_provider_quamotion.exceptions import QuamotionConfigError
+from airflow_provider_quamotion import api, transport
+from airflow_provider_quamotion.exceptions import (
+    QuamotionApiError,
+    QuamotionAuthError,
+    QuamotionConfigError,
+    QuamotionNotFoundError,
+    QuamotionRateLimitedError,
+    QuamotionResponseError,
+    QuamotionTimeoutError,
+)
 from airflow_provider_quamotion.hooks.quamotion import QuamotionAsyncHook, QuamotionHook
 from airflow_provider_quamotion.sandbox import Sandbox
 from airflow_provider_quamotion.settings import RetryPolicy
@@ -20,11 +29,15 @@ from airflow_provider_quamotion.triggers.quamotion import (
     QuamotionHttpTrigger,
     QuamotionTestRunTrigger,
     hook_overrides,
+    is_transient_error,
     safe_hook_settings,
 )
 from tests import sandbox_helpers
 from tests.mocks import reset_process_caches
 from tests.sandbox_helpers import FAST_RETRY, start_run
+
+#: Waits as in production (Retry-After honoured), for the tests of deadlines under an outage.
+SLOW_RETRY = {"max_attempts": 6, "backoff_initial": 0.5, "backoff_max": 30.0}
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +155,187 @@ async def test_many_triggers_share_one_token(sandbox_conn: Sandbox) -> None:
     assert len(built) == 1  # one hook (one connection pool, one TLS context) for all 50
     assert built[0]._client is None or built[0]._client._client is None  # closed after the last one
     assert not triggers_module._SHARED_HOOKS
+
+
+async def test_many_triggers_share_one_http_client_one_tls_context_and_one_project_lookup(
+    sandbox_conn: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Started together, 50 triggers read the connection once, build one ``httpx.AsyncClient`` and one
+    SSLContext, and look the project up once (the others wait for that one request)."""
+    import ssl
+
+    import httpx
+
+    run_ids = [start_run() for _ in range(3)]
+    reset_process_caches()
+    sandbox_conn.reset_counters()
+    monkeypatch.setattr(transport, "_SSL_CONTEXTS", {})
+    clients: list[Any] = []
+    ca_loads: list[Any] = []
+    connection_reads: list[str] = []
+    real_client_init = httpx.AsyncClient.__init__
+    real_context = ssl.create_default_context
+    real_aget = QuamotionAsyncHook.aget_connection.__func__  # type: ignore[attr-defined]
+
+    def counting_client(self: Any, *args: Any, **kwargs: Any) -> None:
+        clients.append(self)
+        real_client_init(self, *args, **kwargs)
+
+    def counting_context(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        ca_loads.append(kwargs.get("cafile"))
+        return real_context(*args, **kwargs)
+
+    async def counting_aget(cls: Any, conn_id: str) -> Any:
+        connection_reads.append(conn_id)
+        return await real_aget(cls, conn_id)
+
+    monkeypatch.setattr(httpx.AsyncClient, "__init__", counting_client)
+    monkeypatch.setattr(ssl, "create_default_context", counting_context)
+    monkeypatch.setattr(QuamotionAsyncHook, "aget_connection", classmethod(counting_aget))
+    triggers = [run_trigger(run_ids[i % 3]) for i in range(50)]
+    events = await asyncio.gather(*(first_event(t) for t in triggers))
+    assert {e["status"] for e in events} == {"success"}
+    assert len(connection_reads) == 1
+    assert len(clients) == 1
+    assert len(ca_loads) == 1
+    counters = sandbox_conn.counters()
+    assert counters["by_path"].get("/api/project", 0) == 1
+    assert counters["tokens_issued"] == 1
+    assert clients[0].is_closed  # the last trigger closed the shared pool
+    assert not transport._POOLS.get(asyncio.get_running_loop())
+    assert not triggers_module._SHARED_HOOKS
+
+
+async def test_a_failed_project_lookup_is_shared_then_tried_again(sandbox_conn: Sandbox) -> None:
+    reset_process_caches()
+    sandbox_conn.set_faults(path=r"^/api/project$", status=403)
+    hooks = [QuamotionAsyncHook(retry=FAST_RETRY) for _ in range(10)]
+    try:
+        results = await asyncio.gather(*(h.list_jobs("x") for h in hooks), return_exceptions=True)
+        assert all(isinstance(r, QuamotionAuthError) for r in results), results
+        assert sandbox_conn.counters()["by_path"].get("/api/project", 0) == 1
+        sandbox_conn.clear_faults()
+        run_id = start_run()
+        assert isinstance(await hooks[0].list_jobs(run_id), list)
+    finally:
+        for h in hooks:
+            await h.aclose()
+
+
+def test_first_polls_of_triggers_started_together_are_paced() -> None:
+    entry = triggers_module._Shared(hook=None, created=0.0)  # type: ignore[arg-type]
+    waits = [entry.first_poll_wait(poll_interval=2.0) for _ in range(1000)]
+    assert waits[0] == 0.0  # a trigger alone polls at once
+    assert waits == sorted(waits)
+    assert max(waits) <= 2.0  # never more than one poll interval
+    assert waits[400] >= 400 * triggers_module.FIRST_POLL_SPACING * 0.9  # spread, not all at once
+    capped = [entry.first_poll_wait(poll_interval=0.1) for _ in range(10)]
+    assert max(capped) <= 0.1
+
+
+# --- failures: transient ones are "not yet", permanent ones end the wait -------------------------------
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [{"status": 503, "retry_after": 5}, {"status": "drop"}, {"status": 429, "retry_after": 0}],
+    ids=["503-retry-after", "dropped", "429"],
+)
+async def test_an_outage_ends_in_a_timeout_event_at_the_deadline(sandbox_conn: Sandbox, fault: Any) -> None:
+    run_id = start_run()
+    sandbox_conn.set_faults(path=r"/jobs$", **fault)
+    started = time.time()
+    event = await first_event(
+        run_trigger(run_id, poll_interval=0.2, deadline=started + 1.5, hook_settings={"retry": SLOW_RETRY})
+    )
+    took = time.time() - started
+    assert event["status"] == "timeout", event
+    assert 1.4 <= took < 1.5 + 1.0, took
+    assert "The last poll failed" in event["message"]
+    assert sandbox_conn.counters()["faults_injected"] >= 2  # it kept polling through the outage
+
+
+async def test_polling_resumes_after_an_outage(sandbox_conn: Sandbox) -> None:
+    run_id = start_run()
+    sandbox_conn.set_faults(path=r"/jobs$", sequence=["drop"] * 12)
+    event = await first_event(run_trigger(run_id))
+    assert event["status"] == "success", event
+    assert sandbox_conn.counters()["faults_injected"] == 12
+
+
+@pytest.mark.parametrize("status", [400, 401, 403])
+async def test_permanent_statuses_end_in_an_error_event(sandbox_conn: Sandbox, status: int) -> None:
+    sandbox_conn.set_faults(path=r"/jobs$", status=status)
+    started = time.time()
+    event = await first_event(run_trigger(start_run(), deadline=started + 20))
+    assert event["status"] == "error", event
+    assert str(status) in event["message"]
+    assert time.time() - started < 5
+
+
+async def test_the_async_transport_keeps_its_retries_within_a_deadline(sandbox_conn: Sandbox) -> None:
+    run_id = start_run()
+    hook = QuamotionAsyncHook()  # the default policy: 6 attempts, Retry-After honoured up to 300 s
+    try:
+        await hook.list_jobs(run_id)  # the project and the token, looked up before the outage
+        sandbox_conn.set_faults(path=r"/jobs$", status=503, retry_after=5)
+        started = time.time()
+        with pytest.raises(QuamotionApiError, match="503") as err:
+            await hook.list_jobs(run_id, deadline=started + 1)
+        assert time.time() - started < 1.0  # a 5 s wait would pass the deadline: no retry at all
+        assert is_transient_error(err.value)
+        sandbox_conn.set_faults(path=r"/jobs$", status=503, retry_after=1)
+        sandbox_conn.reset_counters()
+        started = time.time()
+        with pytest.raises(QuamotionApiError, match="503"):
+            await hook.list_jobs(run_id, deadline=started + 2.5)
+        assert time.time() - started < 2.5 + 0.5
+        assert sandbox_conn.counters()["faults_injected"] == 3  # retried while a wait fitted: at 0, 1, 2 s
+        with pytest.raises(QuamotionTimeoutError):
+            await hook.list_jobs(run_id, deadline=time.time() - 1)
+        sandbox_conn.set_faults(path=r"/jobs$", latency_ms=3000)
+        started = time.time()
+        with pytest.raises(QuamotionApiError, match="(?i)timeout"):
+            await hook.list_jobs(run_id, deadline=started + 0.5)  # the read timeout is the time left
+        assert time.time() - started < 0.5 + 0.5
+    finally:
+        await hook.aclose()
+
+
+async def test_http_trigger_rides_out_an_outage_until_its_deadline(sandbox_conn: Sandbox) -> None:
+    sandbox_conn.set_faults(path=r"deviceGroup$", status=502, retry_after=0)
+    event = await first_event(http_trigger("deviceGroup", deadline=time.time() + 0.8))
+    assert event["status"] == "timeout", event
+    assert "502" in event["message"]
+    sandbox_conn.set_faults(path=r"deviceGroup$", status=400)
+    event = await first_event(http_trigger("deviceGroup"))
+    assert event["status"] == "error", event
+
+
+def test_transient_and_permanent_errors() -> None:
+    assert is_transient_error(QuamotionApiError("x", status=503))
+    assert is_transient_error(QuamotionApiError("x", status=502))
+    assert is_transient_error(QuamotionRateLimitedError("x", status=429))
+    assert is_transient_error(QuamotionApiError("ReadTimeout", status=None))
+    assert is_transient_error(QuamotionTimeoutError("deadline"))
+    assert not is_transient_error(QuamotionApiError("x", status=503), retry_statuses={429})
+    assert not is_transient_error(QuamotionApiError("x", status=400))
+    assert not is_transient_error(QuamotionApiError("x", status=501))
+    assert not is_transient_error(QuamotionNotFoundError("x", status=404))
+    assert not is_transient_error(QuamotionAuthError("x"))
+    assert is_transient_error(QuamotionAuthError("Azure AD unavailable", transient=True))
+    assert not is_transient_error(QuamotionConfigError("x"))
+    assert not is_transient_error(QuamotionResponseError("not JSON", status=200))
+    assert not is_transient_error(_certificate_failure())
+
+
+def _certificate_failure() -> QuamotionApiError:
+    try:
+        raise ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
+    except ssl.SSLError as exc:
+        error = QuamotionApiError("GET /x failed (ConnectError)")
+        error.__cause__ = exc
+        return error
 
 
 # --- the HTTP trigger ----------------------------------------------------------------------------
