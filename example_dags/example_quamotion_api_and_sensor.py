@@ -41,7 +41,7 @@ def has_android_app(apps: list[dict[str, Any]]) -> bool:
     doc_md=__doc__,
 )
 def quamotion_api_and_sensor() -> None:
-    # [START howto_quamotion_api_operator]
+    # --8<-- [start:api_operator]
     version = QuamotionApiOperator(task_id="get_version", endpoint="/api/version")
     groups = QuamotionApiOperator(
         task_id="android_device_groups", endpoint="deviceGroup", response_filter=android_device_group_names
@@ -51,9 +51,9 @@ def quamotion_api_and_sensor() -> None:
         endpoint="testRun",
         output_path=EXPORT_BASE + "/raw/{{ ds }}/testRun.json",
     )
-    # [END howto_quamotion_api_operator]
+    # --8<-- [end:api_operator]
 
-    # [START howto_quamotion_generic_sensor]
+    # --8<-- [start:generic_sensor]
     wait_for_app = QuamotionSensor(
         task_id="wait_for_android_app",
         endpoint="app",
@@ -62,7 +62,7 @@ def quamotion_api_and_sensor() -> None:
         poke_interval=5,
         timeout=600,
     )
-    # [END howto_quamotion_generic_sensor]
+    # --8<-- [end:generic_sensor]
 
     chain(version, [groups, all_runs], wait_for_app)
 

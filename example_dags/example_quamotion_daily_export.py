@@ -21,11 +21,11 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 
 from airflow_provider_quamotion.operators.quamotion import QuamotionExportOperator
 
-# [START howto_quamotion_export_window]
+# --8<-- [start:export_window]
 EXPORT_BASE = "{{ var.value.get('quamotion_export_base', '/tmp/quamotion-exports') }}"
 WAREHOUSE_CONN_ID = "quamotion_warehouse"
 WINDOW = {"since": "{{ data_interval_start }}", "until": "{{ data_interval_end }}"}
-# [END howto_quamotion_export_window]
+# --8<-- [end:export_window]
 
 
 @dag(
@@ -39,7 +39,7 @@ WINDOW = {"since": "{{ data_interval_start }}", "until": "{{ data_interval_end }
     doc_md=__doc__,
 )
 def quamotion_daily_export() -> None:
-    # [START howto_quamotion_export_to_storage]
+    # --8<-- [start:export_to_storage]
     QuamotionExportOperator(
         task_id="test_runs_to_storage",
         resource="test_runs",
@@ -53,9 +53,9 @@ def quamotion_daily_export() -> None:
         max_concurrency=8,
         **WINDOW,
     )
-    # [END howto_quamotion_export_to_storage]
+    # --8<-- [end:export_to_storage]
 
-    # [START howto_quamotion_export_to_sql]
+    # --8<-- [start:export_to_sql]
     QuamotionExportOperator(
         task_id="test_runs_to_warehouse",
         resource="test_runs",
@@ -70,7 +70,7 @@ def quamotion_daily_export() -> None:
         table="quamotion_jobs",
         **WINDOW,
     )
-    # [END howto_quamotion_export_to_sql]
+    # --8<-- [end:export_to_sql]
 
 
 quamotion_daily_export()

@@ -37,16 +37,16 @@ TEST_RUN_ID = "{{ ti.xcom_pull(task_ids='start_test_run') }}"
     doc_md=__doc__,
 )
 def quamotion_nightly_test_run() -> None:
-    # [START howto_quamotion_upload]
+    # --8<-- [start:upload]
     upload_app = QuamotionUploadOperator(
         task_id="upload_app", path="{{ var.value.quamotion_app_path }}", kind="application"
     )
     upload_tests = QuamotionUploadOperator(
         task_id="upload_test_package", path="{{ var.value.quamotion_test_package_path }}", kind="test_package"
     )
-    # [END howto_quamotion_upload]
+    # --8<-- [end:upload]
 
-    # [START howto_quamotion_start_test_run]
+    # --8<-- [start:start_test_run]
     start = QuamotionStartTestRunOperator(
         task_id="start_test_run",
         app=upload_app.output,
@@ -55,9 +55,9 @@ def quamotion_nightly_test_run() -> None:
         parameters="-Tag nightly",
         retries=2,
     )
-    # [END howto_quamotion_start_test_run]
+    # --8<-- [end:start_test_run]
 
-    # [START howto_quamotion_wait_deferrable]
+    # --8<-- [start:wait_deferrable]
     wait = QuamotionTestRunSensor(
         task_id="wait_for_test_run",
         test_run_id=start.output,
@@ -65,16 +65,16 @@ def quamotion_nightly_test_run() -> None:
         poke_interval=5,
         timeout=pendulum.duration(hours=2).total_seconds(),
     )
-    # [END howto_quamotion_wait_deferrable]
+    # --8<-- [end:wait_deferrable]
 
-    # [START howto_quamotion_artifacts]
+    # --8<-- [start:artifacts]
     save = QuamotionJobArtifactsOperator(
         task_id="save_logs_and_artifacts",
         test_run_id=start.output,
         destination=EXPORT_BASE + "/test_runs/" + TEST_RUN_ID,
         trigger_rule="all_done",
     )
-    # [END howto_quamotion_artifacts]
+    # --8<-- [end:artifacts]
 
     export_jobs = QuamotionExportOperator(
         task_id="export_run_jobs",
