@@ -258,12 +258,60 @@ class _Retry(Exception):
         return type(cause).__name__ if cause is not None else type(self.error).__name__
 
 
-def _retrying(policy: RetryPolicy, method: str, url: str, factory: Any) -> Any:
+def time_left_until(deadline: float | None) -> Callable[[], float | None]:
+    """Seconds left before ``deadline`` (epoch seconds), ``None`` without one."""
+    return lambda: None if deadline is None else deadline - time.time()
+
+
+def attempt_timeout(timeout: Any, time_left: float | None, where: str) -> Any:
+    """One attempt's timeout: the configured one, cut to the time left before the caller's deadline."""
+    if time_left is None:
+        return timeout
+    if time_left <= 0:
+        raise QuamotionTimeoutError(f"{where}: the caller's deadline passed before the request was sent.")
+    if timeout is None:
+        return time_left
+    if isinstance(timeout, int | float):
+        return min(float(timeout), time_left)
+    return timeout  # a structured timeout given by the caller is used as given
+
+
+def _retrying(
+    policy: RetryPolicy,
+    method: str,
+    url: str,
+    factory: Any,
+    time_left: Callable[[], float | None] = lambda: None,
+) -> Any:
+    """tenacity's loop for one request: the policy's waits and attempts, bounded by a deadline.
+
+    No retry starts whose wait would pass the deadline, and waits are cut to the time left; the
+    last attempt's error is then raised as when the attempts run out.
+    """
+    wanted = [0.0]  # the last wait asked for, before it was cut to the time left
+
     def wait(state: tenacity.RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        return wait_seconds(
+        wanted[0] = wait_seconds(
             policy, state.attempt_number, exc.retry_after if isinstance(exc, _Retry) else None
         )
+        left = time_left()
+        return wanted[0] if left is None else max(0.0, min(wanted[0], left))
+
+    def stop(state: tenacity.RetryCallState) -> bool:
+        if state.attempt_number >= policy.max_attempts:
+            return True
+        left = time_left()
+        if left is not None and wanted[0] >= left:
+            log.info(
+                "%s %s: not retried, the next attempt (in %.1f s) would pass the deadline (%.1f s left)",
+                method.upper(),
+                urlsplit(url).path,
+                wanted[0],
+                max(0.0, left),
+            )
+            return True
+        return False
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -280,7 +328,7 @@ def _retrying(policy: RetryPolicy, method: str, url: str, factory: Any) -> Any:
     return factory(
         retry=tenacity.retry_if_exception_type(_Retry),
         wait=wait,
-        stop=tenacity.stop_after_attempt(policy.max_attempts),
+        stop=stop,
         before_sleep=before_sleep,
         reraise=True,
     )
@@ -368,15 +416,22 @@ class QuamotionSession(requests.Session):
     def request(  # type: ignore[override]
         self, method: str, url: str | bytes, **kwargs: Any
     ) -> requests.Response:
-        """Send a request under the transport policy (see the class docstring)."""
+        """Send a request under the transport policy (see the class docstring).
+
+        Besides ``requests``' own arguments, ``deadline`` (epoch seconds) bounds the whole call: no
+        retry starts whose wait would pass it, and each attempt's timeout is cut to the time left.
+        """
         method = method.upper()
         retry_as = "GET" if self.safe_to_repeat else method
         full_url = self.url_for(url.decode() if isinstance(url, bytes) else url)
-        kwargs.setdefault("timeout", self.settings.timeout)
+        time_left = time_left_until(kwargs.pop("deadline", None))
+        timeout = kwargs.pop("timeout", self.settings.timeout)
+        where = f"{method} {urlsplit(full_url).path}"
         rewind = _rewinder(kwargs.get("files"), kwargs.get("data"))
 
         def attempt() -> requests.Response:
             rewind()
+            kwargs["timeout"] = attempt_timeout(timeout, time_left(), where)
             response = self._send_with_renewal(method, full_url, kwargs)
             status = response.status_code
             if status >= 400 and retry_decision(self.settings.retry, retry_as, status=status):
@@ -398,9 +453,9 @@ class QuamotionSession(requests.Session):
                 raise error from exc
 
         try:
-            response: requests.Response = _retrying(self.settings.retry, method, full_url, tenacity.Retrying)(
-                guarded
-            )
+            response: requests.Response = _retrying(
+                self.settings.retry, method, full_url, tenacity.Retrying, time_left
+            )(guarded)
         except _Retry as exhausted:
             if not self.raise_for_status_enabled and exhausted.response is not None:
                 return exhausted.response
@@ -771,26 +826,16 @@ class AsyncQuamotionClient:
         headers = kwargs.pop("headers", None)
         timeout = kwargs.pop("timeout", self.settings.timeout)
 
-        def time_left() -> float | None:
-            return None if deadline is None else deadline - time.time()
-
-        def attempt_timeout() -> Any:
-            left = time_left()
-            if left is None:
-                return timeout
-            if left <= 0:
-                raise QuamotionTimeoutError(
-                    f"{method} {urlsplit(url).path}: the caller's deadline passed before the request was sent."
-                )
-            if timeout is None:
-                return left
-            if isinstance(timeout, int | float):
-                return min(float(timeout), left)
-            return timeout  # an httpx.Timeout given by the caller is used as given
+        time_left = time_left_until(deadline)
+        where = f"{method} {urlsplit(url).path}"
 
         async def send(token: str) -> httpx.Response:
             return await self._http().request(
-                method, url, headers=_with_bearer(headers, token), timeout=attempt_timeout(), **kwargs
+                method,
+                url,
+                headers=_with_bearer(headers, token),
+                timeout=attempt_timeout(timeout, time_left(), where),
+                **kwargs,
             )
 
         async def attempt() -> httpx.Response:
@@ -818,32 +863,7 @@ class AsyncQuamotionClient:
                 raise error
             return response
 
-        wanted = [0.0]  # the last wait asked for, before it was cut to the time left
-
-        def wait(state: tenacity.RetryCallState) -> float:
-            exc = state.outcome.exception() if state.outcome else None
-            wanted[0] = wait_seconds(
-                policy, state.attempt_number, exc.retry_after if isinstance(exc, _Retry) else None
-            )
-            left = time_left()
-            return wanted[0] if left is None else max(0.0, min(wanted[0], left))
-
-        def stop(state: tenacity.RetryCallState) -> bool:
-            if state.attempt_number >= policy.max_attempts:
-                return True
-            left = time_left()
-            if left is not None and wanted[0] >= left:
-                log.info(
-                    "%s %s: not retried, the next attempt (in %.1f s) would pass the deadline (%.1f s left)",
-                    method,
-                    urlsplit(url).path,
-                    wanted[0],
-                    max(0.0, left),
-                )
-                return True
-            return False
-
-        retrying = _retrying(policy, method, url, tenacity.AsyncRetrying).copy(wait=wait, stop=stop)
+        retrying = _retrying(policy, method, url, tenacity.AsyncRetrying, time_left)
         try:
             result: httpx.Response = await retrying(attempt)
         except _Retry as exhausted:

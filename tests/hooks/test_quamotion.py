@@ -23,6 +23,7 @@ from airflow_provider_quamotion.exceptions import (
     QuamotionNotFoundError,
     QuamotionRateLimitedError,
     QuamotionResponseError,
+    QuamotionTimeoutError,
 )
 from airflow_provider_quamotion.hooks.quamotion import QuamotionHook
 from airflow_provider_quamotion.settings import RetryPolicy
@@ -687,3 +688,20 @@ def test_retry_log_names_the_status_of_each_attempt(
     assert "attempt 1 of 4 failed (HTTP 429)" in caplog.text
     assert "attempt 2 of 4 failed (ReadTimeout)" in caplog.text
     assert "after every retry" not in caplog.text
+
+
+def test_a_deadline_bounds_retries_and_timeouts(sleeps: list[float]) -> None:
+    import time as clock
+
+    with rm.Mocker() as m:
+        mock_aad(m)
+        api = m.get(f"{HOST}/api/version", status_code=503, headers={"Retry-After": "5"})
+        hook = _hook(retry=RetryPolicy(max_attempts=6))
+        with pytest.raises(QuamotionApiError, match="HTTP 503"):
+            hook.request("GET", "/api/version", deadline=clock.time() + 2)
+        assert api.call_count == 1  # a 5 s wait would pass the deadline: no retry starts
+        assert sleeps == []
+        assert 0 < api.last_request.timeout <= 2
+        with pytest.raises(QuamotionTimeoutError, match="deadline passed before the request was sent"):
+            hook.request("GET", "/api/version", deadline=clock.time() - 1)
+        assert api.call_count == 1
