@@ -48,7 +48,21 @@ def _settings_of(conn: Any, conn_id: str, overrides: Mapping[str, Any]) -> Quamo
     )
 
 
-class QuamotionHook(BaseHook):
+class _QuamotionHookBase(BaseHook):
+    """What both hooks share: the connection type and how settings overrides are kept."""
+
+    conn_name_attr = "quamotion_conn_id"
+    default_conn_name = DEFAULT_CONN_ID
+    conn_type = CONN_TYPE
+    hook_name = "Quamotion Cloud"
+
+    def __init__(self, quamotion_conn_id: str = DEFAULT_CONN_ID, **settings: Any) -> None:
+        super().__init__()
+        self.quamotion_conn_id = quamotion_conn_id
+        self._overrides = settings
+
+
+class QuamotionHook(_QuamotionHookBase):
     """Talk to Quamotion Cloud with an Airflow connection of type ``quamotion``.
 
     Tokens come from Azure AD client credentials (MSAL) or an API key, cached per process and
@@ -61,16 +75,9 @@ class QuamotionHook(BaseHook):
         ``project="acme"``, ``retry=RetryPolicy(max_attempts=3)``.
     """
 
-    conn_name_attr = "quamotion_conn_id"
-    default_conn_name = DEFAULT_CONN_ID
-    conn_type = CONN_TYPE
-    hook_name = "Quamotion Cloud"
-
     def __init__(self, quamotion_conn_id: str = DEFAULT_CONN_ID, **settings: Any) -> None:
-        super().__init__()
-        self.quamotion_conn_id = quamotion_conn_id
-        self._overrides = settings
         self._pool_size = int(settings.pop("pool_size", 32))
+        super().__init__(quamotion_conn_id, **settings)
 
     # connection -> settings -> client ------------------------------------------------------------
 
@@ -313,7 +320,7 @@ class QuamotionHook(BaseHook):
         return True, f"Connected to Quamotion Cloud at {self.settings.base_url} (version {shown})."
 
 
-class QuamotionAsyncHook(BaseHook):
+class QuamotionAsyncHook(_QuamotionHookBase):
     """The async twin of :class:`QuamotionHook`, for triggers: same settings, auth, policy and errors.
 
     The connection is read with ``aget_connection``; tokens come from the same process-wide cache
@@ -323,15 +330,8 @@ class QuamotionAsyncHook(BaseHook):
     :param settings: per-hook overrides of the connection's settings.
     """
 
-    conn_name_attr = "quamotion_conn_id"
-    default_conn_name = DEFAULT_CONN_ID
-    conn_type = CONN_TYPE
-    hook_name = "Quamotion Cloud"
-
     def __init__(self, quamotion_conn_id: str = DEFAULT_CONN_ID, **settings: Any) -> None:
-        super().__init__()
-        self.quamotion_conn_id = quamotion_conn_id
-        self._overrides = settings
+        super().__init__(quamotion_conn_id, **settings)
         self._client: AsyncQuamotionClient | None = None
         self._client_lock: asyncio.Lock | None = None
 
