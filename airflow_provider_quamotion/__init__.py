@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0.dev0"
+__version__ = "0.1.0"
 
 CONN_TYPE = "quamotion"
 HOOK_CLASS = "airflow_provider_quamotion.hooks.quamotion.QuamotionHook"
