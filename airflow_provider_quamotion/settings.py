@@ -335,7 +335,7 @@ def _retry(value: Any, conn_id: str) -> RetryPolicy:
         fields["retry_statuses"] = frozenset(int(s) for s in fields["retry_statuses"])
     try:
         return RetryPolicy(**fields)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, QuamotionConfigError) as err:
         raise QuamotionConfigError(f"Connection {conn_id!r}: retry is not valid: {err}") from None
 
 

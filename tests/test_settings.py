@@ -1,0 +1,93 @@
+"""Connection -> settings: pure parsing and validation rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_provider_quamotion.exceptions import QuamotionConfigError
+from airflow_provider_quamotion.settings import (
+    RetryPolicy,
+    extra_value,
+    is_loopback,
+    origin_of,
+    settings_from_connection,
+)
+
+
+def _settings(**changes: object):  # type: ignore[no-untyped-def]
+    fields = {"conn_id": "c", "host": None, "login": "id", "password": "pw", "extra": {"tenant_id": "t"}}
+    fields.update(changes)
+    return settings_from_connection(**fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("url", "origin"),
+    [
+        ("https://Cloud.Quamotion.mobi/api/x", "https://cloud.quamotion.mobi"),
+        ("https://cloud.quamotion.mobi:443/", "https://cloud.quamotion.mobi"),
+        ("http://127.0.0.1:8080/x", "http://127.0.0.1:8080"),
+        ("https://[::1]:9/x", "https://[::1]:9"),
+    ],
+)
+def test_origin_of(url: str, origin: str) -> None:
+    assert origin_of(url) == origin
+
+
+def test_loopback_hosts() -> None:
+    assert is_loopback("http://localhost:1/x")
+    assert is_loopback("http://[::1]/")
+    assert not is_loopback("http://127.0.0.2/")
+    assert not is_loopback("https://cloud.quamotion.mobi")
+
+
+def test_extra_value_reads_bare_and_form_names() -> None:
+    assert extra_value({"project": "a"}, "project") == "a"
+    assert extra_value({"extra__quamotion__project": "b"}, "project") == "b"
+    assert extra_value({"project": "", "extra__quamotion__project": "c"}, "project") == "c"
+    assert extra_value({}, "project") is None
+
+
+def test_defaults_and_host_forms() -> None:
+    settings = _settings()
+    assert settings.base_url == "https://cloud.quamotion.mobi"
+    assert settings.authority == "https://login.microsoftonline.com/t"
+    assert settings.scope == "https://cloud.quamotion.mobi//.default"
+    assert settings.timeout == 60.0
+    assert settings.verify is True
+    assert _settings(host="cloud.example.com").base_url == "https://cloud.example.com"
+    assert _settings(host="https://h.example/", port=8443).base_url == "https://h.example:8443"
+
+
+def test_overrides_win_and_unknown_ones_are_refused() -> None:
+    settings = _settings(overrides={"timeout": 5, "project": "p", "retry": RetryPolicy(max_attempts=2)})
+    assert (settings.timeout, settings.project, settings.retry.max_attempts) == (5.0, "p", 2)
+    with pytest.raises(QuamotionConfigError, match="Unknown Quamotion setting"):
+        _settings(overrides={"timeot": 5})
+
+
+def test_api_key_alone_is_enough_and_wins_only_without_client_credentials() -> None:
+    assert _settings(login=None, password=None, extra={"api_key": "k"}).uses_api_key
+    assert not _settings(extra={"api_key": "k", "tenant_id": "t"}).uses_api_key
+
+
+def test_secrets_are_not_in_repr() -> None:
+    settings = _settings(password="very-secret-pw", extra={"api_key": "very-secret-key", "tenant_id": "t"})
+    assert "very-secret" not in repr(settings)
+    assert set(settings.secrets()) == {"very-secret-pw", "very-secret-key"}
+
+
+@pytest.mark.parametrize(
+    ("retry", "expected"),
+    [
+        ('{"max_attempts": 3}', RetryPolicy(max_attempts=3)),
+        ({"retry_statuses": [429]}, RetryPolicy(retry_statuses=frozenset({429}))),
+    ],
+)
+def test_retry_from_extra(retry: object, expected: RetryPolicy) -> None:
+    assert _settings(extra={"tenant_id": "t", "retry": retry}).retry == expected
+
+
+@pytest.mark.parametrize("retry", ["[1]", {"max_attempts": 0}, {"max_attempts": "many"}])
+def test_bad_retry_is_a_clear_error(retry: object) -> None:
+    with pytest.raises(QuamotionConfigError, match="retry"):
+        _settings(extra={"tenant_id": "t", "retry": retry})
