@@ -15,7 +15,6 @@ import contextlib
 import json
 import os
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -261,27 +260,6 @@ def bench_throughput(b: Bench) -> None:
     }
 
 
-@contextlib.contextmanager
-def revoking(sb: Any, every: float) -> Iterator[list[int]]:
-    """Revoke every issued token every ``every`` seconds while the block runs."""
-    stop = threading.Event()
-    count = [0]
-
-    def loop() -> None:
-        while not stop.wait(every):
-            with contextlib.suppress(Exception):
-                sb.revoke_tokens()
-                count[0] += 1
-
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    try:
-        yield count
-    finally:
-        stop.set()
-        thread.join()
-
-
 CHAOS_FAULTS: dict[str, Any] = {
     # 20% of API requests fail: 8% 429, 8% 503 (Retry-After: 0) and 4% dropped connections.
     "rules": [
@@ -309,7 +287,7 @@ def bench_chaos(b: Bench) -> None:
         windows = chaos_windows(sb, CHAOS_WINDOWS)
         sb.set_faults(CHAOS_FAULTS)
         sb.reset_counters()
-        with revoking(sb, 3.0) as revocations:
+        with sb.revoking_tokens(3.0) as revocations:
             result = run_worker(
                 "chaos",
                 ["--dir", str(out), "--attempts", "3", "--parallel", "4", "--windows", json.dumps(windows)],

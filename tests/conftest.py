@@ -40,3 +40,20 @@ def sandbox_conn(sandbox_faultfree: Sandbox, monkeypatch: pytest.MonkeyPatch) ->
     """The sandbox as Airflow's ``quamotion_default`` connection (``AIRFLOW_CONN_QUAMOTION_DEFAULT``)."""
     monkeypatch.setenv("AIRFLOW_CONN_QUAMOTION_DEFAULT", sandbox_faultfree.connection_json)
     return sandbox_faultfree
+
+
+@pytest.fixture
+def mocked_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For requests-mock unit tests: fresh process caches and a ``quamotion_default`` connection."""
+    from tests.mocks import connection_json, reset_process_caches
+
+    reset_process_caches()
+    monkeypatch.setenv("AIRFLOW_CONN_QUAMOTION_DEFAULT", connection_json())
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Record the transport's retry waits instead of sleeping."""
+    recorded: list[float] = []
+    monkeypatch.setattr("tenacity.nap.time.sleep", recorded.append)
+    return recorded

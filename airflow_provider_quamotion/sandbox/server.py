@@ -323,6 +323,31 @@ class Sandbox:
         """Revoke every token issued so far (the API then answers 401 to them)."""
         self._admin("POST", "revoke")
 
+    @contextlib.contextmanager
+    def revoking_tokens(self, every: float) -> Iterator[list[int]]:
+        """Revoke every issued token every ``every`` seconds while the block runs (chaos tests).
+
+        Yields a one-item list holding how many revocations happened so far.
+
+        :param every: seconds between revocations.
+        """
+        stop = threading.Event()
+        count = [0]
+
+        def loop() -> None:
+            while not stop.wait(every):
+                with contextlib.suppress(Exception):  # the server may be stopping
+                    self.revoke_tokens()
+                    count[0] += 1
+
+        thread = threading.Thread(target=loop, name="sandbox-revoker", daemon=True)
+        thread.start()
+        try:
+            yield count
+        finally:
+            stop.set()
+            thread.join()
+
     def counters(self) -> dict[str, Any]:
         """Request counters: ``requests``, ``by_path``, ``status``, ``tokens_issued``, ``logins``..."""
         return dict(self._admin("GET", "counters"))

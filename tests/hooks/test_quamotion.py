@@ -46,18 +46,7 @@ from tests.mocks import (
 FAST = RetryPolicy(max_attempts=4, backoff_initial=0.01, backoff_max=0.02)
 
 
-@pytest.fixture(autouse=True)
-def _clean(monkeypatch: pytest.MonkeyPatch) -> None:
-    reset_process_caches()
-    monkeypatch.setenv("AIRFLOW_CONN_QUAMOTION_DEFAULT", connection_json())
-
-
-@pytest.fixture
-def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Record tenacity's waits instead of sleeping."""
-    recorded: list[float] = []
-    monkeypatch.setattr("tenacity.nap.time.sleep", recorded.append)
-    return recorded
+pytestmark = pytest.mark.usefixtures("mocked_connection")
 
 
 def _hook(**settings: object) -> QuamotionHook:

@@ -24,23 +24,12 @@ from airflow_provider_quamotion.operators.quamotion import (
     QuamotionXComTooLargeError,
 )
 from airflow_provider_quamotion.storage import TEMP_MARKER
-from tests.mocks import HOST, connection_json, mock_aad, mock_projects, reset_process_caches
+from tests.mocks import HOST, mock_aad, mock_projects
 
 ROOT = f"{HOST}/project/acme/api/"
 
 
-@pytest.fixture(autouse=True)
-def _clean(monkeypatch: pytest.MonkeyPatch) -> None:
-    reset_process_caches()
-    monkeypatch.setenv("AIRFLOW_CONN_QUAMOTION_DEFAULT", connection_json())
-
-
-@pytest.fixture
-def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Record tenacity's waits instead of sleeping."""
-    recorded: list[float] = []
-    monkeypatch.setattr("tenacity.nap.time.sleep", recorded.append)
-    return recorded
+pytestmark = pytest.mark.usefixtures("mocked_connection")
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ from airflow_provider_quamotion.operators.test_run import (
 from airflow_provider_quamotion.sandbox import Sandbox
 from airflow_provider_quamotion.triggers.quamotion import QuamotionTestRunTrigger
 from tests import sandbox_helpers
-from tests.mocks import HOST, connection_json, mock_aad, mock_projects, reset_process_caches
+from tests.mocks import HOST, mock_aad, mock_projects
 from tests.sandbox_helpers import start_run
 
 P = f"{HOST}/project/acme/api/"
@@ -103,10 +103,7 @@ def context(store: FakeStore | None, try_number: int = 1) -> Any:
     return ctx
 
 
-@pytest.fixture(autouse=True)
-def _clean(monkeypatch: pytest.MonkeyPatch) -> None:
-    reset_process_caches()
-    monkeypatch.setenv("AIRFLOW_CONN_QUAMOTION_DEFAULT", connection_json())
+pytestmark = pytest.mark.usefixtures("mocked_connection")
 
 
 @pytest.fixture

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,26 +26,6 @@ FAULTS = {
 }
 #: Task attempts, as an Airflow task with ``retries=2`` would have.
 ATTEMPTS = 3
-
-
-@contextlib.contextmanager
-def revoking(sb: Sandbox, every: float) -> Iterator[list[int]]:
-    """Revoke every issued token every ``every`` seconds while the block runs."""
-    stop = threading.Event()
-    count = [0]
-
-    def loop() -> None:
-        while not stop.wait(every):
-            sb.revoke_tokens()
-            count[0] += 1
-
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    try:
-        yield count
-    finally:
-        stop.set()
-        thread.join()
 
 
 def export(resource: str, destination: Path, **kwargs: Any) -> dict[str, Any]:
@@ -76,7 +53,7 @@ def test_chaos_export_equals_the_sandbox_records_exactly(chaos_conn: Sandbox, tm
     expected_jobs = list(sb.expected_jobs(run_id_key="testRunId"))
     assert len(expected_runs) + len(expected_jobs) >= 5000
     sb.set_faults(FAULTS)
-    with revoking(sb, 1.0) as revocations:
+    with sb.revoking_tokens(1.0) as revocations:
         runs_summary, _ = export_with_retries("test_runs", tmp_path / "runs.jsonl")
         jobs_summary, _ = export_with_retries("jobs", tmp_path / "jobs.jsonl")
     counters = sb.counters()

@@ -21,16 +21,13 @@ from airflow_provider_quamotion.sensors.quamotion import (
     wait_deadline,
 )
 from airflow_provider_quamotion.triggers.quamotion import QuamotionHttpTrigger, QuamotionTestRunTrigger
-from tests.mocks import HOST, connection_json, mock_aad, mock_projects, reset_process_caches
+from tests.mocks import HOST, mock_aad, mock_projects
 
 JOBS_URL = f"{HOST}/project/acme/api/testRun/run-1/jobs"
 FAST = {"retry": {"max_attempts": 3, "backoff_initial": 0.0, "backoff_max": 0.0}}
 
 
-@pytest.fixture(autouse=True)
-def _clean(monkeypatch: pytest.MonkeyPatch) -> None:
-    reset_process_caches()
-    monkeypatch.setenv("AIRFLOW_CONN_QUAMOTION_DEFAULT", connection_json())
+pytestmark = pytest.mark.usefixtures("mocked_connection")
 
 
 @pytest.fixture
