@@ -39,6 +39,7 @@ from tests.mocks import (
     TOKEN2,
     connection_json,
     mock_aad,
+    mock_aad_error,
     mock_projects,
     reset_process_caches,
 )
@@ -127,15 +128,10 @@ def test_401_twice_raises_auth_error() -> None:
 )
 def test_azure_ad_errors_name_code_and_fix_without_secrets(code: int, fix: str) -> None:
     with rm.Mocker() as m:
-        base = f"{AUTHORITY}/{TENANT}"
-        m.get(
-            f"{base}/v2.0/.well-known/openid-configuration",
-            json={"authorization_endpoint": f"{base}/a", "token_endpoint": f"{base}/oauth2/v2.0/token"},
-        )
-        m.post(
-            f"{base}/oauth2/v2.0/token",
-            status_code=400 if code != 7000215 else 401,
-            json={
+        mock_aad_error(
+            m,
+            400 if code != 7000215 else 401,
+            {
                 "error": "invalid_client",
                 "error_description": f"AADSTS{code}: something about {SECRET}.\r\nTrace ID: x",
                 "error_codes": [code],
@@ -586,15 +582,8 @@ def test_test_connection_reports_success_and_failure() -> None:
     assert "version" in message
     reset_process_caches()
     with rm.Mocker() as m:
-        base = f"{AUTHORITY}/{TENANT}"
-        m.get(
-            f"{base}/v2.0/.well-known/openid-configuration",
-            json={"authorization_endpoint": f"{base}/a", "token_endpoint": f"{base}/oauth2/v2.0/token"},
-        )
-        m.post(
-            f"{base}/oauth2/v2.0/token",
-            status_code=401,
-            json={"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret"},
+        mock_aad_error(
+            m, 401, {"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret"}
         )
         ok, message = _hook().test_connection()
     assert not ok
