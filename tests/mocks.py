@@ -40,6 +40,16 @@ def connection_json(**extra: Any) -> str:
     )
 
 
+def mock_aad_error(m: rm.Mocker, status: int, body: dict[str, Any], *, tenant: str = TENANT) -> Any:
+    """Mock Azure AD's openid configuration and a token endpoint that answers an error."""
+    base = f"{AUTHORITY}/{tenant}"
+    m.get(
+        f"{base}/v2.0/.well-known/openid-configuration",
+        json={"authorization_endpoint": f"{base}/a", "token_endpoint": f"{base}/oauth2/v2.0/token"},
+    )
+    return m.post(f"{base}/oauth2/v2.0/token", status_code=status, json=body)
+
+
 def mock_aad(
     m: rm.Mocker, *, tokens: list[str] | None = None, tenant: str = TENANT, **token_reply: Any
 ) -> Any:
