@@ -12,7 +12,6 @@ or in a hook's ``__init__``.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import threading
 import time
@@ -25,9 +24,12 @@ from airflow_provider_quamotion.exceptions import (
     QuamotionAuthError,
     QuamotionConfigError,
     QuamotionError,
+    QuamotionInsecureRequestError,
     redact,
+    register_secret,
 )
-from airflow_provider_quamotion.settings import QuamotionSettings, origin_of
+from airflow_provider_quamotion.settings import QuamotionSettings
+from airflow_provider_quamotion.transport.policy import origin_of
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,7 @@ class TokenCache:
 
     def __init__(self) -> None:
         self._tokens: dict[tuple[str, ...], Token] = {}
+        self._stale: set[tuple[str, ...]] = set()
         self._locks: dict[tuple[str, ...], threading.Lock] = {}
         self._guard = threading.Lock()
         self.fetches = 0
@@ -113,9 +116,14 @@ class TokenCache:
             cached = self.peek(source)
             if cached is not None:
                 return cached
+            with self._guard:
+                stale = source.key in self._stale
+                self._stale.discard(source.key)
+            if stale:
+                source.forget()  # here, in the fetching thread: never on an event loop
             token = source.fetch()
             self.fetches += 1
-            _mask(token.value)
+            register_secret(token.value)
             self._tokens[source.key] = token
             return token.value
 
@@ -127,33 +135,27 @@ class TokenCache:
         return await asyncio.to_thread(self.get, source)
 
     def invalidate(self, source: TokenSource, token: str) -> None:
-        """Drop ``token`` if it is still the cached one (many callers may report the same 401)."""
-        with self._lock(source.key):
+        """Drop ``token`` if it is still the cached one (many callers may report the same 401).
+
+        Never waits for a fetch in flight (it takes only the short dictionary guard, not the
+        per-credentials fetch lock), so an event loop may call it while Azure AD is slow; what lies
+        cached below the source (msal's own cache) is dropped by the next fetch.
+        """
+        with self._guard:
             current = self._tokens.get(source.key)
             if current is not None and current.value == token:
                 del self._tokens[source.key]
-                source.forget()
+                self._stale.add(source.key)
 
     def clear(self) -> None:
         """Forget every token (tests)."""
         with self._guard:
             self._tokens.clear()
+            self._stale.clear()
 
 
 #: The process-wide cache.
 TOKEN_CACHE = TokenCache()
-
-
-def _mask(value: str) -> None:
-    try:
-        from airflow.sdk.log import mask_secret
-    except ImportError:  # pragma: no cover - the sdk is always there with Airflow 3
-        return
-    mask_secret(value)
-
-
-def _digest(secret: str | None) -> str:
-    return hashlib.sha256((secret or "").encode()).hexdigest()[:24]
 
 
 def aad_error(result: Mapping[str, Any], settings: QuamotionSettings) -> QuamotionAuthError:
@@ -192,21 +194,11 @@ class MsalClientCredentials:
                 "Client credentials need both a client ID (login) and a secret (password)."
             )
         self.settings = settings
-        _mask(settings.client_secret)
 
     @property
     def key(self) -> tuple[str, ...]:
         """The credentials' identity (the secret hashed)."""
-        s = self.settings
-        return (
-            "msal",
-            s.authority,
-            s.client_id or "",
-            _digest(s.client_secret),
-            s.scope,
-            str(s.verify),
-            str(s.proxies),
-        )
+        return ("msal", *self.settings.identity())
 
     def _app(self) -> Any:
         with self._apps_lock:
@@ -219,11 +211,16 @@ class MsalClientCredentials:
     def _build(self) -> Any:
         import msal
 
-        from airflow_provider_quamotion.transport import QuamotionSession
+        from airflow_provider_quamotion.transport.sync import QuamotionSession
 
         s = self.settings
         http = QuamotionSession(
-            s, origin=origin_of(s.authority_host), raise_for_status=False, pool_size=4, safe_to_repeat=True
+            s,
+            origin=origin_of(s.authority_host),
+            raise_for_status=False,
+            pool_size=4,
+            safe_to_repeat=True,
+            follow_redirects=False,
         )
         try:
             return msal.ConfidentialClientApplication(
@@ -257,6 +254,8 @@ class MsalClientCredentials:
             ) from None
         except QuamotionAuthError:
             raise
+        except QuamotionInsecureRequestError as err:
+            raise QuamotionAuthError(f"Azure AD token request refused: {err}") from None
         except QuamotionError as err:
             status = getattr(err, "status", None)
             unavailable = (status is None or status == 429 or status >= 500) and "certificate" not in str(err)
@@ -292,18 +291,20 @@ class ApiKeyLogin:
         if not settings.api_key:
             raise QuamotionConfigError("API key login needs api_key in the connection's extra.")
         self.settings = settings
-        _mask(settings.api_key)
 
     @property
     def key(self) -> tuple[str, ...]:
         """The credentials' identity (the key hashed)."""
-        return ("apikey", self.settings.origin, _digest(self.settings.api_key), str(self.settings.verify))
+        return ("apikey", *self.settings.identity())
 
     def fetch(self) -> Token:
         """Log in and return the token document's ``access_token``."""
-        from airflow_provider_quamotion.transport import QuamotionSession, parse_json
+        from airflow_provider_quamotion.transport.jsonio import parse_json
+        from airflow_provider_quamotion.transport.sync import QuamotionSession
 
-        with QuamotionSession(self.settings, pool_size=1, safe_to_repeat=True) as http:
+        with QuamotionSession(
+            self.settings, pool_size=1, safe_to_repeat=True, follow_redirects=False
+        ) as http:
             try:
                 response = http.post(api.LOGIN, data={api.LOGIN_API_KEY_FIELD: self.settings.api_key})
             except QuamotionAuthError:
@@ -311,7 +312,18 @@ class ApiKeyLogin:
                     "Quamotion refused the API key (POST /api/login answered 401/403). Set a valid api_key "
                     "in the connection's extra, or use client credentials instead."
                 ) from None
-            document = parse_json(response)
+            except QuamotionInsecureRequestError as err:
+                raise QuamotionAuthError(f"The API key login was refused: {err}") from None
+            except QuamotionError as err:
+                raise QuamotionAuthError(
+                    f"The API key login failed: {err}",
+                    transient=getattr(err, "status", None) in (None, 429)
+                    or (getattr(err, "status", 0) or 0) >= 500,
+                ) from None
+            try:
+                document = parse_json(response)
+            except QuamotionError as err:
+                raise QuamotionAuthError(f"The API key login failed: {err}") from None
         token = document.get("access_token") if isinstance(document, Mapping) else None
         if not token:
             raise QuamotionAuthError(

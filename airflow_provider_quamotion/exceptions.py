@@ -7,29 +7,111 @@ of the body; they never hold a token or a secret (see :func:`redact`).
 
 from __future__ import annotations
 
+import json
+import logging
 import re
+import threading
+from collections import OrderedDict
+from urllib.parse import quote, quote_plus
 
 from airflow.sdk.exceptions import AirflowException
 
 BODY_EXCERPT_CHARS = 300
+#: A secret shorter than this is not registered (it would blank out ordinary words); no real client
+#: secret, API key, token or proxy password is that short.
+MIN_SECRET_CHARS = 6
+#: Tokens and secrets remembered by the redactor (oldest forgotten first: a token hours past expiry).
+MAX_SECRETS = 4096
+#: Loggers whose records pass the redactor: ours and the libraries our requests go through.
+REDACTED_LOGGERS = ("airflow_provider_quamotion", "msal", "urllib3", "requests", "httpx", "httpcore")
 
+#: Secrets recognised by their shape, with what replaces them.
 _SECRET_PATTERNS = (
-    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
-    re.compile(
-        r"(?i)(\"?(?:access_token|client_secret|apikey|api_key|password|token)\"?\s*[:=]\s*\"?)[^\"&\s,}]+"
+    (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1***"),
+    (
+        re.compile(
+            r"(?i)(\"?(?:access_token|refresh_token|id_token|client_secret|client_assertion|apikey|api_key"
+            r"|password|token)\"?\s*[:=]\s*\"?)[^\"&\s,}]+"
+        ),
+        r"\1***",
     ),
-    re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"),  # a JWT anywhere
+    (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), "***"),  # a JWT anywhere
+    (re.compile(r"(?i)(://[^/\s:@]*:)[^/\s@]+(@)"), r"\1***\2"),  # the password of user:password@host
 )
+
+_SECRETS: OrderedDict[str, None] = OrderedDict()
+_SECRETS_LOCK = threading.Lock()
+_installed = False
+
+
+def register_secret(value: str | None) -> None:
+    """Teach the process's redactor a live secret (client secret, API key, token, proxy password).
+
+    The value is remembered with the forms it takes on the wire (form- and URL-encoded, JSON-escaped),
+    so it is removed from every message, exception, ``repr`` and log record of the loggers in
+    :data:`REDACTED_LOGGERS`, whatever shape it has (a JWT or not). It is also handed to Airflow's
+    own masker (``mask_secret``) for the task logs.
+
+    :param value: the secret; ``None`` or one shorter than :data:`MIN_SECRET_CHARS` is ignored.
+    """
+    if not value or len(value) < MIN_SECRET_CHARS:
+        return
+    if value in _SECRETS:
+        return
+    forms = {value, quote_plus(value), quote(value, safe=""), json.dumps(value)[1:-1]}
+    with _SECRETS_LOCK:
+        for form in forms:
+            _SECRETS[form] = None
+            _SECRETS.move_to_end(form)
+        while len(_SECRETS) > MAX_SECRETS:
+            _SECRETS.popitem(last=False)
+    _install_log_redaction()
+    try:
+        from airflow.sdk.log import mask_secret
+    except ImportError:  # pragma: no cover - the sdk is always there with Airflow 3
+        return
+    mask_secret(value)
 
 
 def redact(text: str, *secrets: str | None) -> str:
-    """Remove bearer tokens, JWTs, ``key=value`` secrets and the given literal secrets from ``text``."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    for pattern in _SECRET_PATTERNS:
-        text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + "***", text)
+    """Remove every live secret (see :func:`register_secret`), the given ones, bearer tokens, JWTs,
+    ``key=value`` secrets and URL passwords from ``text``."""
+    text = str(text)
+    with _SECRETS_LOCK:
+        known = [s for s in _SECRETS if s in text]
+    extra = [s for s in secrets if s and s in text]
+    for secret in sorted({*known, *extra}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
     return text
+
+
+def _install_log_redaction() -> None:
+    """Redact the records of :data:`REDACTED_LOGGERS` as they are made (a log record factory, so
+    records of child loggers and of libraries are covered whatever handler formats them)."""
+    global _installed
+    if _installed:
+        return
+    with _SECRETS_LOCK:
+        if _installed:
+            return
+        previous = logging.getLogRecordFactory()
+
+        def factory(*args: object, **kwargs: object) -> logging.LogRecord:
+            record = previous(*args, **kwargs)
+            if isinstance(record.name, str) and record.name.startswith(REDACTED_LOGGERS):
+                try:
+                    message = record.getMessage()
+                except Exception:
+                    return record
+                cleaned = redact(message)
+                if cleaned != message:
+                    record.msg, record.args = cleaned, ()
+            return record
+
+        logging.setLogRecordFactory(factory)
+        _installed = True
 
 
 def excerpt(body: str | bytes | None, limit: int = BODY_EXCERPT_CHARS) -> str:
@@ -44,7 +126,17 @@ def excerpt(body: str | bytes | None, limit: int = BODY_EXCERPT_CHARS) -> str:
 
 
 class QuamotionError(AirflowException):
-    """Base of every error this provider raises."""
+    """Base of every error this provider raises. Its message passes the redactor when it is made and
+    again whenever it is shown, so a secret learnt in between is removed too."""
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        super().__init__(redact(str(message)), *args)
+
+    def __str__(self) -> str:
+        return redact(super().__str__())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self)!r})"
 
 
 class QuamotionConfigError(QuamotionError):

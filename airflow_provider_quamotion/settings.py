@@ -6,21 +6,28 @@ async hook (``aget_connection``) alike, so both read a connection by the same ru
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import urlsplit
 
 from airflow_provider_quamotion import CONN_TYPE, api
-from airflow_provider_quamotion.exceptions import QuamotionConfigError
+from airflow_provider_quamotion.exceptions import (
+    QuamotionConfigError,
+    QuamotionInsecureRequestError,
+    redact,
+    register_secret,
+)
+from airflow_provider_quamotion.transport.policy import destination_of, is_loopback, origin_of
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 60.0
-LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 
 @dataclass(frozen=True)
@@ -80,8 +87,17 @@ class QuamotionSettings:
     project: str | None = None
     verify: bool | str = True
     timeout: float = DEFAULT_TIMEOUT
-    proxies: Mapping[str, str] | None = None
+    proxies: Mapping[str, str] | None = field(default=None, repr=False)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def __post_init__(self) -> None:
+        for secret in self.secrets():
+            register_secret(secret)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.repr)
+        proxies = {k: redact(v) for k, v in (self.proxies or {}).items()}
+        return f"QuamotionSettings({shown}, proxies={proxies!r})"
 
     @property
     def scope(self) -> str:
@@ -104,26 +120,28 @@ class QuamotionSettings:
         return bool(self.api_key) and not (self.client_id and self.client_secret)
 
     def secrets(self) -> tuple[str, ...]:
-        """Secret values to keep out of every message and log."""
-        return tuple(s for s in (self.client_secret, self.api_key) if s)
+        """Secret values to keep out of every message and log: client secret, API key, proxy passwords."""
+        proxy_passwords = [urlsplit(url).password for url in (self.proxies or {}).values()]
+        return tuple(s for s in (self.client_secret, self.api_key, *proxy_passwords) if s)
+
+    def identity(self) -> tuple[str, ...]:
+        """The whole identity of these credentials, secrets hashed: what every process-wide cache
+        (tokens, project roots, pooled clients) is keyed by, so two tenants never share an entry."""
+        proxies = json.dumps(sorted((self.proxies or {}).items()))
+        return (
+            self.origin,
+            self.authority,
+            self.client_id or "",
+            _digest(self.client_secret),
+            _digest(self.api_key),
+            self.resource,
+            repr(self.verify),
+            _digest(proxies),
+        )
 
 
-def origin_of(url: str) -> str:
-    """``scheme://host[:port]`` of ``url``, lower-cased, default ports dropped."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
-    if ":" in host:
-        host = f"[{host}]"
-    port = parts.port
-    if port is None or (scheme, port) in (("https", 443), ("http", 80)):
-        return f"{scheme}://{host}"
-    return f"{scheme}://{host}:{port}"
-
-
-def is_loopback(url: str) -> bool:
-    """Whether ``url`` points at this machine (plain http is allowed there only)."""
-    return (urlsplit(url).hostname or "").lower() in LOOPBACK_HOSTS
+def _digest(secret: str | None) -> str:
+    return hashlib.sha256((secret or "").encode()).hexdigest()[:32]
 
 
 def extra_value(extra: Mapping[str, Any], name: str) -> Any:
@@ -241,29 +259,44 @@ def with_overrides(settings: QuamotionSettings, **changes: Any) -> QuamotionSett
     return replace(settings, **changes)
 
 
-def _base_url(value: Any, port: int | None, conn_id: str) -> str:
+def _base_url(value: Any, port: Any, conn_id: str) -> str:
     text = str(value or api.DEFAULT_HOST).strip().rstrip("/")
     if "://" not in text:
         text = "https://" + text
+    shown = redact(str(value))[:200]
     parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if parts.scheme not in ("http", "https") or not parts.netloc:
         raise QuamotionConfigError(
-            f"Connection {conn_id!r}: host {value!r} is not an http(s) URL. "
+            f"Connection {conn_id!r}: host {shown!r} is not an http(s) URL. "
             f"Set it to the API base URL, e.g. {api.DEFAULT_HOST}."
         )
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise QuamotionConfigError(
-            f"Connection {conn_id!r}: host {value!r} must be a base URL without a path; "
+            f"Connection {conn_id!r}: host {shown!r} must be a base URL without a path; "
             "the project's path comes from the API (relativeUrl)."
         )
-    if port and parts.port is None:
-        text = f"{parts.scheme}://{parts.hostname}:{port}"
-    if parts.scheme == "http" and not is_loopback(text):
+    try:
+        scheme, _, _ = destination_of(text)
+    except QuamotionInsecureRequestError as err:
+        raise QuamotionConfigError(f"Connection {conn_id!r}: host is not usable. {err}") from None
+    if port not in (None, "", 0) and parts.port is None:
+        text = f"{scheme}://{parts.netloc}:{_port(port, conn_id)}"
+    if scheme == "http" and not is_loopback(text):
         raise QuamotionConfigError(
-            f"Connection {conn_id!r}: host {value!r} uses plain http; the bearer token travels only over "
+            f"Connection {conn_id!r}: host {shown!r} uses plain http; the bearer token travels only over "
             "https (plain http is allowed for loopback hosts alone). Use https://."
         )
     return text
+
+
+def _port(value: Any, conn_id: str) -> int:
+    text = str(value).strip()
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise QuamotionConfigError(
+            f"Connection {conn_id!r}: port {value!r} is not a port number (1-65535); leave it empty for "
+            "the scheme's default."
+        )
+    return int(text)
 
 
 def _https_url(value: Any, name: str, conn_id: str) -> str:
@@ -300,15 +333,16 @@ def _verify(value: Any, conn_id: str) -> bool | str:
 
 
 def _timeout(value: Any, conn_id: str) -> float:
-    if value is None:
+    if value is None or value == "":
         return DEFAULT_TIMEOUT
     try:
         timeout = float(value)
     except (TypeError, ValueError):
-        timeout = -1.0
-    if timeout <= 0:
+        timeout = math.nan
+    if not math.isfinite(timeout) or timeout <= 0 or isinstance(value, bool):
         raise QuamotionConfigError(
-            f"Connection {conn_id!r}: timeout={value!r} must be a positive number of seconds."
+            f"Connection {conn_id!r}: timeout={value!r} must be a positive number of seconds (finite), "
+            f"e.g. {DEFAULT_TIMEOUT:g}."
         )
     return timeout
 
@@ -330,11 +364,19 @@ def _retry(value: Any, conn_id: str) -> RetryPolicy:
             f"Connection {conn_id!r}: retry must be an object with some of {', '.join(sorted(known))}, "
             'e.g. {"max_attempts": 3, "backoff_max": 10}.'
         )
-    fields = dict(value)
-    if "retry_statuses" in fields:
-        fields["retry_statuses"] = frozenset(int(s) for s in fields["retry_statuses"])
+    given = dict(value)
+    if "retry_statuses" in given:
+        statuses = given["retry_statuses"]
+        if isinstance(statuses, str | bytes) or not hasattr(statuses, "__iter__"):
+            statuses = [statuses]
+        if not all(str(s).strip().isdigit() and 100 <= int(str(s)) <= 599 for s in statuses):
+            raise QuamotionConfigError(
+                f"Connection {conn_id!r}: retry.retry_statuses={given['retry_statuses']!r} must be a list "
+                "of HTTP status codes (100-599), e.g. [429, 502, 503, 504]."
+            )
+        given["retry_statuses"] = frozenset(int(str(s)) for s in statuses)
     try:
-        return RetryPolicy(**fields)
+        return RetryPolicy(**given)
     except (TypeError, ValueError, QuamotionConfigError) as err:
         raise QuamotionConfigError(f"Connection {conn_id!r}: retry is not valid: {err}") from None
 

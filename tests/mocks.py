@@ -7,7 +7,8 @@ from typing import Any
 
 import requests_mock as rm
 
-from airflow_provider_quamotion import auth, transport
+from airflow_provider_quamotion import auth
+from airflow_provider_quamotion.transport import project
 
 HOST = "https://cloud.quamotion.mobi"
 AUTHORITY = "https://login.microsoftonline.com"
@@ -25,7 +26,7 @@ def reset_process_caches() -> None:
     auth.TOKEN_CACHE.clear()
     auth.TOKEN_CACHE.fetches = 0
     auth.MsalClientCredentials._apps.clear()
-    transport._PROJECT_ROOTS.clear()
+    project.clear()
 
 
 def connection_json(**extra: Any) -> str:

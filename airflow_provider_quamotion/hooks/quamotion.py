@@ -21,12 +21,9 @@ from airflow_provider_quamotion import CONN_TYPE, api
 from airflow_provider_quamotion.auth import CachedTokenProvider, token_provider
 from airflow_provider_quamotion.exceptions import QuamotionConfigError, QuamotionError, QuamotionNotFoundError
 from airflow_provider_quamotion.settings import QuamotionSettings, settings_from_connection
-from airflow_provider_quamotion.transport import (
-    AsyncQuamotionClient,
-    QuamotionSession,
-    iter_json_records,
-    parse_json,
-)
+from airflow_provider_quamotion.transport.aio import AsyncQuamotionClient
+from airflow_provider_quamotion.transport.jsonio import iter_json_records, parse_json
+from airflow_provider_quamotion.transport.sync import QuamotionSession
 from airflow_provider_quamotion.uploads import MultipartFile
 
 if TYPE_CHECKING:

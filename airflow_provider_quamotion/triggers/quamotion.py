@@ -131,7 +131,7 @@ def is_transient_error(err: BaseException, retry_statuses: Collection[int] | Non
     ):
         return False
     if err.status is None:
-        from airflow_provider_quamotion.transport import is_certificate_failure
+        from airflow_provider_quamotion.transport.policy import is_certificate_failure
 
         return not is_certificate_failure(err)
     if retry_statuses is None:

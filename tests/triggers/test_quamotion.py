@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_quamotion import api, transport
+from airflow_provider_quamotion import api
 from airflow_provider_quamotion.exceptions import (
     QuamotionApiError,
     QuamotionAuthError,
@@ -24,6 +24,7 @@ from airflow_provider_quamotion.exceptions import (
 from airflow_provider_quamotion.hooks.quamotion import QuamotionAsyncHook, QuamotionHook
 from airflow_provider_quamotion.sandbox import Sandbox
 from airflow_provider_quamotion.settings import RetryPolicy
+from airflow_provider_quamotion.transport import aio
 from airflow_provider_quamotion.triggers import quamotion as triggers_module
 from airflow_provider_quamotion.triggers.quamotion import (
     QuamotionHttpTrigger,
@@ -169,7 +170,7 @@ async def test_many_triggers_share_one_http_client_one_tls_context_and_one_proje
     run_ids = [start_run() for _ in range(3)]
     reset_process_caches()
     sandbox_conn.reset_counters()
-    monkeypatch.setattr(transport, "_SSL_CONTEXTS", {})
+    monkeypatch.setattr(aio, "_SSL_CONTEXTS", {})
     clients: list[Any] = []
     ca_loads: list[Any] = []
     connection_reads: list[str] = []
@@ -202,7 +203,7 @@ async def test_many_triggers_share_one_http_client_one_tls_context_and_one_proje
     assert counters["by_path"].get("/api/project", 0) == 1
     assert counters["tokens_issued"] == 1
     assert clients[0].is_closed  # the last trigger closed the shared pool
-    assert not transport._POOLS.get(asyncio.get_running_loop())
+    assert not aio._POOLS.get(asyncio.get_running_loop())
     assert not triggers_module._SHARED_HOOKS
 
 

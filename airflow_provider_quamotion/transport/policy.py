@@ -1,0 +1,431 @@
+"""The transport's pure rules, shared by the sync and async clients so both follow the same policy.
+
+* **URL resolution** (:func:`resolve_url`): ``"testRun"`` is project-relative and resolves against
+  ``{host}{relativeUrl}api/``; ``"/api/version"`` resolves from the host root; an absolute URL is
+  allowed for the connection's own origin only.
+* **Destination** (:func:`destination_of`, :func:`check_destination`): a URL is read as urllib3 (the
+  parser that opens the sync client's socket) and httpx read it, and refused when it holds anything two
+  parsers could read differently (a backslash, userinfo, percent-encoding or odd characters in the
+  host, whitespace). The clients check again *at the moment of sending*, on the prepared request:
+  whatever carries a bearer token, a secret or a body goes only to the session's own origin and only
+  over https (plain http for loopback hosts alone).
+* **Retries** (:func:`retry_decision`, :func:`wait_seconds`, :func:`build_retrying`): 429, 5xx,
+  dropped connections and timeouts, exponential backoff with full jitter, ``Retry-After`` honoured and
+  capped. A non-idempotent request (POST, PATCH, DELETE) is retried only when it certainly was not
+  processed (429, connection refused, connect timeout), so remote work is never duplicated.
+* **Errors** (:func:`error_for_status`, :func:`transport_error`): typed exceptions that name method,
+  path, status and the start of the body; every message passes the process's redactor
+  (:func:`airflow_provider_quamotion.exceptions.redact`), which knows the live secrets and tokens.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import re
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urljoin, urlsplit
+
+import tenacity
+
+from airflow_provider_quamotion.exceptions import (
+    QuamotionApiError,
+    QuamotionAuthError,
+    QuamotionConfigError,
+    QuamotionError,
+    QuamotionInsecureRequestError,
+    QuamotionNotFoundError,
+    QuamotionRateLimitedError,
+    QuamotionTimeoutError,
+    excerpt,
+    redact,
+)
+
+if TYPE_CHECKING:
+    from airflow_provider_quamotion.settings import RetryPolicy
+
+log = logging.getLogger("airflow_provider_quamotion.transport")
+
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+#: Characters no URL of ours may hold anywhere: parsers disagree on them (``\`` is a path separator
+#: to WHATWG parsers and urllib3, not to ``urllib.parse``) or they smuggle a second request.
+_AMBIGUOUS = re.compile(r"[\\\s\x00-\x1f\x7f]")
+#: A host name (RFC 1123 labels, optional trailing dot) or a bracketed IPv6 literal.
+_HOST = re.compile(
+    r"(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*\.?"
+)
+_IPV6 = re.compile(r"\[[0-9a-f:.]+\]")
+
+
+def destination_of(url: str) -> tuple[str, str, int]:
+    """The ``(scheme, host, port)`` a request to ``url`` connects to.
+
+    The URL is read by ``urllib.parse``, by urllib3 (which opens the sync client's sockets) and by
+    httpx (the async client's); it is refused unless all three read the same destination and its
+    authority is plain: no userinfo (``user@``), no percent-encoding, no backslash or whitespace, a
+    host made of DNS labels or a bracketed IPv6 address, a numeric port in 1-65535.
+
+    :param url: an absolute http(s) URL.
+    :raises QuamotionInsecureRequestError: naming what is wrong.
+    """
+    text = str(url)
+    shown = redact(text)[:200]
+    if _AMBIGUOUS.search(text):
+        raise QuamotionInsecureRequestError(
+            f"Refused {shown!r}: a URL must not contain a backslash, whitespace or control characters "
+            "(parsers read them differently, so the request could reach another host)."
+        )
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.netloc:
+        raise QuamotionInsecureRequestError(f"Refused {shown!r}: not an absolute http(s) URL.")
+    authority = parts.netloc
+    if "@" in authority or "%" in authority:
+        raise QuamotionInsecureRequestError(
+            f"Refused {shown!r}: the host part holds userinfo ('@') or percent-encoding; give a plain "
+            "host such as https://cloud.quamotion.mobi (credentials belong in the connection's fields)."
+        )
+    host, _, port_text = authority.rpartition(":") if not authority.endswith("]") else (authority, "", "")
+    if not host:
+        host, port_text = authority, ""
+    host = host.lower()
+    if not (_IPV6.fullmatch(host) or (_HOST.fullmatch(host) and ":" not in host)):
+        raise QuamotionInsecureRequestError(f"Refused {shown!r}: {host!r} is not a valid host name.")
+    if port_text:
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise QuamotionInsecureRequestError(f"Refused {shown!r}: port {port_text!r} is not in 1-65535.")
+        port = int(port_text)
+    elif authority.endswith(":"):
+        raise QuamotionInsecureRequestError(f"Refused {shown!r}: an empty port.")
+    else:
+        port = _DEFAULT_PORTS[scheme]
+    bare = host.strip("[]")
+    for reader, (their_scheme, their_host, their_port) in _other_readings(text):
+        if (their_scheme, their_host, their_port or _DEFAULT_PORTS[scheme]) != (scheme, bare, port):
+            raise QuamotionInsecureRequestError(
+                f"Refused {shown!r}: {reader} reads its destination differently "
+                f"({their_scheme}://{their_host}:{their_port}); give a plain https://host[:port] URL."
+            )
+    return scheme, bare, port
+
+
+def _other_readings(url: str) -> list[tuple[str, tuple[str, str, int | None]]]:
+    """How urllib3 and httpx read ``url``'s destination (what their sockets would connect to)."""
+    from urllib3.util import parse_url
+
+    readings: list[tuple[str, tuple[str, str, int | None]]] = []
+    try:
+        u3 = parse_url(url)
+        readings.append(
+            ("urllib3", ((u3.scheme or "").lower(), (u3.host or "").lower().strip("[]"), u3.port))
+        )
+    except Exception:
+        readings.append(("urllib3", ("", "", None)))
+    try:
+        import httpx
+
+        hx = httpx.URL(url)
+        readings.append(("httpx", (hx.scheme.lower(), hx.host.lower().strip("[]"), hx.port)))
+    except Exception:
+        readings.append(("httpx", ("", "", None)))
+    return readings
+
+
+def origin_of(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``, lower-cased, default ports dropped (not validated)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port is None or _DEFAULT_PORTS.get(scheme) == port:
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
+
+
+def is_loopback(url: str) -> bool:
+    """Whether ``url`` points at this machine (plain http is allowed there only)."""
+    return (urlsplit(url).hostname or "").lower() in LOOPBACK_HOSTS
+
+
+def check_destination(url: str, origin: str) -> None:
+    """Refuse ``url`` unless it connects to ``origin`` over https (or http on a loopback host).
+
+    :param url: where a request is about to go.
+    :param origin: the only origin allowed (``scheme://host[:port]``).
+    :raises QuamotionInsecureRequestError: with what was refused and why.
+    """
+    check_connects_to(destination_of(url), origin)
+
+
+def check_connects_to(destination: tuple[str, str, int], origin: str) -> None:
+    """Refuse a ``(scheme, host, port)`` destination that is not ``origin``, or plain http off loopback."""
+    scheme, host, port = destination
+    allowed = destination_of(origin)
+    shown = f"{scheme}://{host}:{port}"
+    if (scheme, host, port) != allowed:
+        raise QuamotionInsecureRequestError(
+            f"Refused a request to {shown!r}: the bearer token goes only to the connection's own origin "
+            f"{origin!r} (and so do secrets and request bodies). Use a path such as '/api/version' or "
+            "'testRun' instead of another host."
+        )
+    if scheme == "http" and host not in LOOPBACK_HOSTS:
+        raise QuamotionInsecureRequestError(
+            f"Refused plain http to {origin!r}: the bearer token travels only over https."
+        )
+
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "TRACE"})
+DEFAULT_POOL_SIZE = 32
+#: Connections an async client (shared by the triggers of one connection in a triggerer) may hold.
+ASYNC_POOL_SIZE = 100
+
+
+class TokenProvider(Protocol):
+    """What the transport needs from auth: a current bearer token, and a way to drop a rejected one."""
+
+    def get_token(self) -> str:
+        """A valid bearer token (may block on the network)."""
+        ...
+
+    async def aget_token(self) -> str:
+        """A valid bearer token without blocking the event loop."""
+        ...
+
+    def invalidate(self, token: str) -> None:
+        """Forget ``token`` (the API answered 401 to it)."""
+        ...
+
+
+def resolve_url(base_url: str, endpoint: str, api_root: Callable[[], str]) -> str:
+    """Resolve ``endpoint`` like a URL reference.
+
+    :param base_url: the connection's base URL.
+    :param endpoint: ``"testRun"`` (project-relative), ``"/api/version"`` (host root) or an absolute URL.
+    :param api_root: returns the project's API root path (e.g. ``/project/acme/api/``); called only
+        for a project-relative endpoint, so the project is looked up only when needed.
+    """
+    endpoint = str(endpoint).strip()
+    if not endpoint:
+        raise QuamotionConfigError("An endpoint is required, e.g. 'testRun' or '/api/version'.")
+    parts = urlsplit(endpoint)
+    if parts.scheme or endpoint.startswith("//"):
+        url = endpoint
+    elif endpoint.startswith("/"):
+        url = urljoin(base_url + "/", endpoint)
+    else:
+        url = urljoin(base_url + api_root(), endpoint)
+    check_destination(url, origin_of(base_url))
+    return url
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Parse a ``Retry-After`` header: delta-seconds or an HTTP date. ``None`` when absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def wait_seconds(policy: RetryPolicy, attempt: int, retry_after: float | None) -> float:
+    """How long to wait before attempt ``attempt + 1``: ``Retry-After`` if given, else full jitter."""
+    if retry_after is not None:
+        return min(retry_after, policy.retry_after_max)
+    ceiling = min(policy.backoff_max, policy.backoff_initial * (2 ** max(0, attempt - 1)))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def retry_decision(policy: RetryPolicy, method: str, *, status: int | None = None, sent: bool = True) -> bool:
+    """Whether a failed attempt may be retried.
+
+    :param status: the HTTP status, or ``None`` for a transport failure.
+    :param sent: for a transport failure, whether the request may have reached the server.
+    """
+    idempotent = method.upper() in IDEMPOTENT_METHODS
+    if status is None:
+        return idempotent or not sent
+    if status not in policy.retry_statuses:
+        return False
+    return idempotent or status == 429
+
+
+def error_for_status(
+    method: str, url: str, status: int, body: str | bytes | None, headers: Mapping[str, str] | None = None
+) -> QuamotionApiError | QuamotionAuthError:
+    """The typed error for a non-2xx reply."""
+    path = urlsplit(url).path
+    where = f"{method.upper()} {path}"
+    text = excerpt(body)
+    detail = f": {text}" if text else ""
+    if status in (401, 403):
+        challenge = excerpt((headers or {}).get("WWW-Authenticate"))
+        hint = f" ({challenge})" if challenge else ""
+        return QuamotionAuthError(
+            f"{where} was refused with HTTP {status}{hint}{detail}. Check the connection's credentials, "
+            "tenant_id and resource (it must end with '/', e.g. https://cloud.quamotion.mobi/)."
+        )
+    if status == 404:
+        return QuamotionNotFoundError(
+            f"{where} returned HTTP 404 Not Found{detail}", status=status, method=method, url=url
+        )
+    if status == 429:
+        return QuamotionRateLimitedError(
+            f"{where} is still rate limited (HTTP 429) after every retry{detail}",
+            status=status,
+            method=method,
+            url=url,
+        )
+    return QuamotionApiError(
+        f"{where} failed with HTTP {status}{detail}", status=status, method=method, url=url
+    )
+
+
+def transport_error(method: str, url: str, exc: BaseException) -> QuamotionApiError:
+    """The typed error for a connection failure or timeout, after every retry."""
+    name = type(exc).__name__
+    where = f"{method.upper()} {origin_of(url)}{urlsplit(url).path}"
+    if "SSL" in name or "Certificate" in name or "CERTIFICATE" in str(exc):
+        advice = (
+            "TLS certificate verification failed. Set 'verify' in the connection's extra to the CA bundle "
+            "that signed the server's certificate (or true for the system CAs)."
+        )
+    elif "Timeout" in name:
+        advice = "The server did not answer in time. Raise 'timeout' in the connection, or check proxies."
+    else:
+        advice = "Could not connect. Check the host, proxies and TLS settings (verify) of the connection."
+    return QuamotionApiError(f"{where} failed ({name}). {advice}", method=method, url=url)
+
+
+@dataclass
+class RetryableFailure(Exception):
+    """Raised inside an attempt to ask tenacity for another one."""
+
+    error: QuamotionError
+    retry_after: float | None = None
+    response: Any = None
+
+    @property
+    def reason(self) -> str:
+        """A short description of the failed attempt for the retry log (``HTTP 503``, ``ReadTimeout``)."""
+        status = getattr(self.error, "status", None)
+        if status:
+            return f"HTTP {status}"
+        cause = self.__cause__
+        return type(cause).__name__ if cause is not None else type(self.error).__name__
+
+
+def time_left_until(deadline: float | None) -> Callable[[], float | None]:
+    """Seconds left before ``deadline`` (epoch seconds), ``None`` without one."""
+    return lambda: None if deadline is None else deadline - time.time()
+
+
+def attempt_timeout(timeout: Any, time_left: float | None, where: str) -> Any:
+    """One attempt's timeout: the configured one, cut to the time left before the caller's deadline."""
+    if time_left is None:
+        return timeout
+    if time_left <= 0:
+        raise QuamotionTimeoutError(f"{where}: the caller's deadline passed before the request was sent.")
+    if timeout is None:
+        return time_left
+    if isinstance(timeout, int | float):
+        return min(float(timeout), time_left)
+    return timeout  # a structured timeout given by the caller is used as given
+
+
+def build_retrying(
+    policy: RetryPolicy,
+    method: str,
+    url: str,
+    factory: Any,
+    time_left: Callable[[], float | None] = lambda: None,
+) -> Any:
+    """tenacity's loop for one request: the policy's waits and attempts, bounded by a deadline.
+
+    No retry starts whose wait would pass the deadline, and waits are cut to the time left; the
+    last attempt's error is then raised as when the attempts run out.
+    """
+    wanted = [0.0]  # the last wait asked for, before it was cut to the time left
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        wanted[0] = wait_seconds(
+            policy, state.attempt_number, exc.retry_after if isinstance(exc, RetryableFailure) else None
+        )
+        left = time_left()
+        return wanted[0] if left is None else max(0.0, min(wanted[0], left))
+
+    def stop(state: tenacity.RetryCallState) -> bool:
+        if state.attempt_number >= policy.max_attempts:
+            return True
+        left = time_left()
+        if left is not None and wanted[0] >= left:
+            log.info(
+                "%s %s: not retried, the next attempt (in %.1f s) would pass the deadline (%.1f s left)",
+                method.upper(),
+                urlsplit(url).path,
+                wanted[0],
+                max(0.0, left),
+            )
+            return True
+        return False
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "%s %s: attempt %d of %d failed (%s); retrying in %.1f s",
+            method.upper(),
+            urlsplit(url).path,
+            state.attempt_number,
+            policy.max_attempts,
+            exc.reason if isinstance(exc, RetryableFailure) else type(exc).__name__,
+            state.upcoming_sleep,
+        )
+
+    return factory(
+        retry=tenacity.retry_if_exception_type(RetryableFailure),
+        wait=wait,
+        stop=stop,
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+
+
+def with_bearer(headers: Mapping[str, str] | None, token: str) -> dict[str, str]:
+    merged = dict(headers or {})
+    merged["Authorization"] = f"Bearer {token}"
+    return merged
+
+
+def is_certificate_failure(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what caused it) is a TLS certificate verification failure: not transient."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return True
+        text = str(exc).upper()
+        if "CERTIFICATE_VERIFY_FAILED" in text or "CERTIFICATE VERIFY FAILED" in text:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+#: SSL contexts by ``verify`` setting (and, for a CA path, its size and modification time): loading
