@@ -49,7 +49,8 @@ def quamotion_api_and_sensor() -> None:
     all_runs = QuamotionApiOperator(
         task_id="all_test_runs_to_storage",
         endpoint="testRun",
-        output_path=EXPORT_BASE + "/raw/{{ ds }}/testRun.json",
+        # run_after, not ds: a run triggered without a date has no logical date (ds is undefined).
+        output_path=EXPORT_BASE + "/raw/{{ dag_run.run_after | ds }}/testRun.json",
     )
     # --8<-- [end:api_operator]
 

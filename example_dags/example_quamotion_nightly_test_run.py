@@ -6,8 +6,9 @@
 2. start a test run on a device group (posted once, in the worker; a retry of the task resumes the
    same run instead of starting another);
 3. wait for it **deferrably**: no worker slot is held while the devices run the tests;
-4. save every job's log and artifacts to storage, whatever the outcome;
-5. export the run's jobs as JSON lines.
+4. save every job's log and artifacts to storage, whatever the outcome, under
+   `<base>/test_run_artifacts/<test run id>/` (a tree of its own, apart from the exports' partitions);
+5. export the run's jobs as JSON lines beside them (`jobs.jsonl`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from airflow_provider_quamotion.sensors.quamotion import QuamotionTestRunSensor
 
 EXPORT_BASE = "{{ var.value.get('quamotion_export_base', '/tmp/quamotion-exports') }}"
 TEST_RUN_ID = "{{ ti.xcom_pull(task_ids='start_test_run') }}"
+# A tree of its own: beside the daily export's test_runs/dt=.../ partitions, a lake table on
+# test_runs/ would pick up these logs, zips and jobs.jsonl.
+ARTIFACTS = EXPORT_BASE + "/test_run_artifacts/" + TEST_RUN_ID
 
 
 @dag(
@@ -71,7 +75,7 @@ def quamotion_nightly_test_run() -> None:
     save = QuamotionJobArtifactsOperator(
         task_id="save_logs_and_artifacts",
         test_run_id=start.output,
-        destination=EXPORT_BASE + "/test_runs/" + TEST_RUN_ID,
+        destination=ARTIFACTS,
         trigger_rule="all_done",
     )
     # --8<-- [end:artifacts]
@@ -79,7 +83,7 @@ def quamotion_nightly_test_run() -> None:
     export_jobs = QuamotionExportOperator(
         task_id="export_run_jobs",
         endpoint="testRun/" + TEST_RUN_ID + "/jobs",
-        destination=EXPORT_BASE + "/test_runs/" + TEST_RUN_ID + "/jobs.jsonl",
+        destination=ARTIFACTS + "/jobs.jsonl",
         trigger_rule="all_done",
     )
 

@@ -8,14 +8,18 @@ loader stores them and deletes a window's rows with plain ``>=`` / ``<`` compari
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from jinja2 import pass_context
 
 from airflow_provider_quamotion import api
 from airflow_provider_quamotion.exceptions import QuamotionConfigError
 
 UTC = dt.timezone.utc
+log = logging.getLogger(__name__)
 
 
 def parse_instant(value: Any, *, name: str = "timestamp") -> dt.datetime | None:
@@ -101,3 +105,96 @@ class Window:
             self.since.isoformat() if self.since else None,
             self.until.isoformat() if self.until else None,
         )
+
+    @property
+    def day(self) -> str | None:
+        """The window's start day, ``YYYY-MM-DD`` (UTC): the partition a window's file is named after."""
+        return self.since.strftime("%Y-%m-%d") if self.since else None
+
+
+# --- the window of a DAG run ------------------------------------------------------------------------------
+
+_announced: set[tuple[str, str]] = set()
+
+
+def run_window(context: Mapping[str, Any]) -> Window:
+    """The window a DAG run exports: its data interval, or the last complete interval when it has none.
+
+    Scheduled runs, backfills, ``airflow dags test`` and manual runs *with* a date carry a data interval
+    (for a manual run with a date, Airflow infers the last complete interval before that date): it is the
+    window. A run triggered without a date (the UI's Trigger button, ``airflow dags trigger``,
+    ``POST dagRuns`` without ``logical_date``: ``logical_date=None``) has no data interval, and
+    ``data_interval_start``, ``ds`` and friends are undefined: the window is then the last complete
+    interval of the DAG's timetable before the run's ``run_after`` (what a manual run of a day-late
+    schedule would export), and the choice is logged.
+
+    :param context: the task's context (``dag_run``, ``dag``, ``data_interval_start`` ...), or the
+        template's (what the :data:`WINDOW_MACROS` receive).
+    :raises QuamotionConfigError: when the run has no data interval and the DAG's timetable has no
+        intervals (``schedule=None``): pass ``since``/``until`` explicitly there.
+    """
+    start, end = context.get("data_interval_start"), context.get("data_interval_end")
+    if start is not None and end is not None:
+        return Window.of(start, end)
+    dag_run = context.get("dag_run")
+    dag = context.get("dag")
+    run_after = getattr(dag_run, "run_after", None) or dt.datetime.now(UTC)
+    interval = _last_complete_interval(getattr(dag, "timetable", None), run_after)
+    if interval is None:
+        raise QuamotionConfigError(
+            f"The DAG run {getattr(dag_run, 'run_id', '?')!r} has no data interval (triggered without a "
+            "logical date) and its DAG's schedule has no intervals to infer one from; pass since= and "
+            "until= explicitly."
+        )
+    window = Window.of(*interval)
+    key = (str(getattr(dag_run, "dag_id", "")), str(getattr(dag_run, "run_id", "")))
+    if key not in _announced:
+        _announced.add(key)
+        since, until = window.iso()
+        log.warning(
+            "DAG run %s has no logical date (triggered without one): exporting the last complete interval "
+            "before %s, [%s, %s).",
+            key[1] or "?",
+            str(run_after),
+            since,
+            until,
+        )
+    return window
+
+
+def _last_complete_interval(timetable: Any, run_after: Any) -> tuple[dt.datetime, dt.datetime] | None:
+    """``(start, end)`` of the last complete interval of ``timetable`` before ``run_after``, if it has one."""
+    if timetable is None:
+        return None
+    import pendulum
+
+    when = pendulum.instance(parse_instant(run_after) or dt.datetime.now(UTC))
+    infer = getattr(timetable, "infer_manual_data_interval", None)
+    if infer is None:  # a Task SDK timetable: its core counterpart knows the intervals
+        try:
+            from airflow.serialization.encoders import coerce_to_core_timetable
+
+            infer = coerce_to_core_timetable(timetable).infer_manual_data_interval
+        except Exception:  # no core timetable for it: no intervals known
+            return None
+    interval = infer(run_after=when)
+    start, end = interval.start, interval.end
+    if start is None or end is None or not start < end:
+        return None
+    return start, end
+
+
+def _template_context(ctx: Any) -> dict[str, Any]:
+    return {k: ctx.get(k) for k in ("data_interval_start", "data_interval_end", "dag_run", "dag")}
+
+
+@pass_context
+def export_window(ctx: Any) -> Window:
+    """Jinja macro: the run's :func:`run_window` (``{{ export_window().since }}``, ``.until``, ``.day``)."""
+    return run_window(_template_context(ctx))
+
+
+#: Give these to a DAG's ``user_defined_macros``: ``since="{{ export_window().since }}"``,
+#: ``until="{{ export_window().until }}"``, ``destination=".../dt={{ export_window().day }}/..."``.
+#: They work for scheduled, backfilled and manual runs, with a date and without.
+WINDOW_MACROS: dict[str, Any] = {"export_window": export_window}

@@ -7,6 +7,11 @@ does: ``quamotion_export_base``, ``quamotion_app_path``, ``quamotion_test_packag
 a run and uploads an app and a package, which the session sandbox's users must not see), with short
 run durations.
 
+The daily export and the API DAG also run as Airflow 3 triggers them by default, without a logical
+date (``dag.test(logical_date=None)``: no ``ds``, no data interval, as after the UI's Trigger button
+or ``airflow dags trigger``): the export writes the last complete interval, into the partition named
+after that window, and logs which.
+
 Also: every example DAG file imports with no network call, no import error and no DeprecationWarning.
 """
 
@@ -25,7 +30,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_quamotion.sandbox import Sandbox
-from tests.dag_runs import EXAMPLE_DAGS, DagRun, airflow_env, migrated_template
+from tests.dag_runs import EXAMPLE_DAGS, DagRun, airflow_env, make_airflow_home, migrated_template
 
 pytestmark = pytest.mark.e2e
 
@@ -83,6 +88,65 @@ def example_runs(example_sandbox: Sandbox, tmp_path_factory: pytest.TempPathFact
     return runs
 
 
+#: Run a DAG once like ``airflow dags test``, but without a logical date (a manual trigger's default).
+NO_DATE_RUNNER = r"""
+import sys
+from airflow.dag_processing.dagbag import DagBag
+
+bag = DagBag(dag_folder=sys.argv[1], safe_mode=False)
+run = bag.dags[sys.argv[2]].test(logical_date=None)
+print("DAG RUN STATE", run.state, "LOGICAL DATE", run.logical_date)
+sys.exit(0 if str(run.state) in ("success", "DagRunState.SUCCESS") else 1)
+"""
+
+
+class NoDateRun(DagRun):
+    """A :class:`DagRun` of ``dag.test(logical_date=None)`` instead of ``airflow dags test DATE``."""
+
+    def start(self, connection_json: str | None = None) -> DagRun:
+        env = dict(self.extra_env)
+        if connection_json is not None:
+            env["AIRFLOW_CONN_QUAMOTION_DEFAULT"] = connection_json
+        self.airflow_home = make_airflow_home(self.home, self.dags_folder)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", NO_DATE_RUNNER, str(self.dags_folder), self.dag_id],
+            env=self.airflow_home.environ(env),
+            cwd=self.home,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        return self
+
+
+def dag_env(out: Path) -> dict[str, str]:
+    """The Variables and the warehouse connection of an example DAG writing under ``out``."""
+    return {
+        "AIRFLOW_VAR_QUAMOTION_EXPORT_BASE": str(out / "exports"),
+        "AIRFLOW_VAR_QUAMOTION_APP_PATH": str(FILES / "Acquaint.apk"),
+        "AIRFLOW_VAR_QUAMOTION_TEST_PACKAGE_PATH": str(FILES / "acquaint-tests.zip"),
+        "AIRFLOW_CONN_QUAMOTION_WAREHOUSE": json.dumps(
+            {"conn_type": "sqlite", "host": str(out / "warehouse.db")}
+        ),
+    }
+
+
+@pytest.fixture(scope="module")
+def no_date_runs(example_sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> dict[str, DagRun]:
+    """The daily export and the API DAG run without a logical date, in parallel."""
+    migrated_template()
+    root = tmp_path_factory.mktemp("example-dags-no-date")
+    runs: dict[str, DagRun] = {}
+    for dag_id in ("quamotion_daily_export", "quamotion_api_and_sensor"):
+        out = root / dag_id
+        runs[dag_id] = NoDateRun(
+            dag_id, out / "home", out, dags_folder=EXAMPLE_DAGS, extra_env=dag_env(out)
+        ).start(example_sandbox.connection_json)
+    for run in runs.values():
+        run.wait(timeout=240)
+    return runs
+
+
 def exports(run: DagRun) -> Path:
     assert run.results is not None
     return run.results / "exports"
@@ -120,12 +184,14 @@ def test_daily_export(example_runs: dict[str, DagRun], example_sandbox: Sandbox)
     assert_all_tasks_succeeded(
         run, {"test_runs_to_storage", "jobs_to_storage", "test_runs_to_warehouse", "jobs_to_warehouse"}
     )
-    ds, since, until = interval(run)
+    _, since, until = interval(run)
     runs = list(sb.expected_test_runs(since, until))
     jobs = list(sb.expected_jobs(since, until, run_id_key="testRunId"))
     assert runs and jobs, (since, until)
-    assert read_jsonl(exports(run) / "test_runs" / f"dt={ds}" / "test_runs.jsonl") == runs
-    assert read_jsonl(exports(run) / "jobs" / f"dt={ds}" / "jobs.jsonl") == jobs
+    day = since[:10]  # the partition is the window's first day, not the logical date's
+    assert sorted(p.name for p in (exports(run) / "test_runs").iterdir()) == [f"dt={day}"]
+    assert read_jsonl(exports(run) / "test_runs" / f"dt={day}" / "test_runs.jsonl") == runs
+    assert read_jsonl(exports(run) / "jobs" / f"dt={day}" / "jobs.jsonl") == jobs
     assert warehouse_records(run, "quamotion_test_runs") == runs
     assert warehouse_records(run, "quamotion_jobs") == jobs
     summary = run.xcom("jobs_to_warehouse")
@@ -148,7 +214,8 @@ def test_nightly_test_run(example_runs: dict[str, DagRun], example_sandbox: Sand
     assert run.xcom("upload_app")["operatingSystem"] == "Android"
     run_id = run.xcom("start_test_run")
     assert run.xcom("wait_for_test_run")["state"] == "success"
-    folder = exports(run) / "test_runs" / run_id
+    folder = exports(run) / "test_run_artifacts" / run_id
+    assert not (exports(run) / "test_runs").exists()  # not beside the daily export's partitions
     jobs = read_jsonl(folder / "jobs.jsonl")
     assert jobs and all(j["status"] == "success" for j in jobs)
     saved = run.xcom("save_logs_and_artifacts")
@@ -179,6 +246,50 @@ def test_api_and_sensor(example_runs: dict[str, DagRun], example_sandbox: Sandbo
     served = json.loads(path.read_text(encoding="utf-8"))
     generated = [r for r in served if sb.data.run_index(r["testRunId"]) is not None]  # not the nightly's
     assert generated == list(sb.expected_test_runs())
+
+
+def test_daily_export_without_a_logical_date(
+    no_date_runs: dict[str, DagRun], example_sandbox: Sandbox
+) -> None:
+    from airflow.timetables.interval import CronDataIntervalTimetable
+
+    sb = example_sandbox
+    run = no_date_runs["quamotion_daily_export"]
+    assert_all_tasks_succeeded(
+        run, {"test_runs_to_storage", "jobs_to_storage", "test_runs_to_warehouse", "jobs_to_warehouse"}
+    )
+    ((logical, start, run_after),) = run.query(
+        "SELECT logical_date, data_interval_start, run_after FROM dag_run WHERE dag_id = ?", run.dag_id
+    )
+    assert logical is None and start is None  # a run as the Trigger button makes it
+    import pendulum
+
+    expected = CronDataIntervalTimetable("0 2 * * *", timezone="UTC").infer_manual_data_interval(
+        run_after=pendulum.parse(str(run_after).replace(" ", "T"))
+    )
+    since, until = expected.start.isoformat(), expected.end.isoformat()
+    runs = list(sb.expected_test_runs(since, until))
+    jobs = list(sb.expected_jobs(since, until, run_id_key="testRunId"))
+    assert runs and jobs, (since, until)
+    day = expected.start.strftime("%Y-%m-%d")
+    assert read_jsonl(exports(run) / "test_runs" / f"dt={day}" / "test_runs.jsonl") == runs
+    assert read_jsonl(exports(run) / "jobs" / f"dt={day}" / "jobs.jsonl") == jobs
+    assert warehouse_records(run, "quamotion_test_runs") == runs
+    assert warehouse_records(run, "quamotion_jobs") == jobs
+    summary = run.xcom("test_runs_to_storage")
+    assert (summary["since"], summary["until"]) == (since, until), summary
+    assert "no logical date" in run.output and since in run.output, run.tail()
+
+
+def test_api_and_sensor_without_a_logical_date(no_date_runs: dict[str, DagRun]) -> None:
+    run = no_date_runs["quamotion_api_and_sensor"]
+    assert_all_tasks_succeeded(
+        run, {"get_version", "android_device_groups", "all_test_runs_to_storage", "wait_for_android_app"}
+    )
+    ((run_after,),) = run.query("SELECT run_after FROM dag_run WHERE dag_id = ?", run.dag_id)
+    path = exports(run) / "raw" / str(run_after)[:10] / "testRun.json"
+    assert run.xcom("all_test_runs_to_storage") == f"file://{path}"
+    assert json.loads(path.read_text(encoding="utf-8"))
 
 
 IMPORT_PROBE = r"""
