@@ -13,6 +13,16 @@ unbounded; for every other resource all rows), insert the new rows in batches (`
 commit once. Any failure rolls back, so the table is unchanged; re-running a window gives the same
 rows, without duplicates or losses. (On databases whose DDL commits implicitly, such as MySQL, a
 table created by a failed load stays, empty.)
+
+Concurrent first loads (a backfill's runs in parallel) are safe. On PostgreSQL two transactions that
+both run ``CREATE TABLE IF NOT EXISTS`` for a table neither sees yet collide on the catalog
+(``UniqueViolation`` on ``pg_type_typname_nsp_index``): when the table is missing, the load first
+takes a transaction-scoped advisory lock keyed by the table's name (``pg_advisory_xact_lock``), so
+the second waits for the first to commit and then finds the table; loads into an existing table take
+no lock and run in parallel. SQLite opens the transaction with ``BEGIN IMMEDIATE`` (one writer at a
+time, the others wait for the busy timeout instead of failing on a stale snapshot). MySQL's
+``CREATE TABLE IF NOT EXISTS`` is atomic under its metadata locks. Any other database that still
+reports that the table exists is answered by re-checking it.
 """
 
 from __future__ import annotations
@@ -114,7 +124,7 @@ def load_table(
             hook.set_autocommit(conn, False)
         _begin(conn)
         cursor = conn.cursor()
-        cursor.execute(create)
+        _create_table(hook, conn, cursor, create, table, target)
         cursor.execute(delete, delete_params)
         n = 0
         stream = _chain(first, iterator)
@@ -137,6 +147,42 @@ def load_table(
                 cursor.close()
         with contextlib.suppress(Exception):
             conn.close()
+
+
+def _is_postgres(hook: Any, conn: Any) -> bool:
+    if str(getattr(hook, "conn_type", "") or getattr(hook, "conn_name_attr", "")).startswith("postgres"):
+        return True
+    module = type(conn).__module__ or ""
+    return module.startswith(("psycopg2", "psycopg", "pg8000", "asyncpg"))
+
+
+def _create_table(hook: Any, conn: Any, cursor: Any, create: str, table: str, target: str) -> None:
+    """``CREATE TABLE IF NOT EXISTS``, safe when other loads create the same table at the same time."""
+    if _is_postgres(hook, conn):
+        ph = hook.placeholder
+        cursor.execute(f"SELECT to_regclass({ph})", (target,))
+        row = cursor.fetchone()
+        if row is None or row[0] is None:
+            # Until this transaction ends, other first loads of this table wait here, then find it.
+            key = f"airflow_provider_quamotion:{target}"
+            cursor.execute(f"SELECT pg_advisory_xact_lock(hashtextextended({ph}, 0))", (key,))
+            log.debug("Creating %s if missing, under the advisory lock %r", table, key)
+        cursor.execute(create)
+        return
+    try:
+        cursor.execute(create)
+    except Exception as err:
+        if "exist" not in str(err).lower() or not _table_exists(cursor, target):
+            raise
+        log.info("%s was created meanwhile by another load: %s", table, err)
+
+
+def _table_exists(cursor: Any, target: str) -> bool:
+    try:
+        cursor.execute(f"SELECT 1 FROM {target} WHERE 1 = 0")  # noqa: S608 (a quoted identifier)
+    except Exception:
+        return False
+    return True
 
 
 def _delete(hook: Any, target: str, windowed: bool, window: Window, ph: str) -> tuple[str, tuple[str, ...]]:
@@ -166,7 +212,9 @@ def _begin(conn: Any) -> None:
     import sqlite3
 
     if isinstance(conn, sqlite3.Connection) and not conn.in_transaction:
-        conn.execute("BEGIN")
+        # IMMEDIATE: take the write lock now; a deferred transaction that read first fails with
+        # "database is locked" instead of waiting when another load writes meanwhile.
+        conn.execute("BEGIN IMMEDIATE")
 
 
 def _chain(first: Row | None, rest: Iterator[Row]) -> Iterator[Row]:
