@@ -19,7 +19,7 @@ from airflow.sdk.exceptions import AirflowException
 BODY_EXCERPT_CHARS = 300
 #: A secret shorter than this is not registered (it would blank out ordinary words); no real client
 #: secret, API key, token or proxy password is that short.
-MIN_SECRET_CHARS = 6
+MIN_SECRET_CHARS = 8
 #: Tokens and secrets remembered by the redactor (oldest forgotten first: a token hours past expiry).
 MAX_SECRETS = 4096
 #: Loggers whose records pass the redactor: ours and the libraries our requests go through.

@@ -81,11 +81,19 @@ def destination_of(url: str) -> tuple[str, str, int]:
             f"Refused {shown!r}: a URL must not contain a backslash, whitespace or control characters "
             "(parsers read them differently, so the request could reach another host)."
         )
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+    except ValueError as err:
+        raise QuamotionInsecureRequestError(f"Refused {shown!r}: not a valid URL ({err}).") from None
     scheme = parts.scheme.lower()
     if scheme not in _DEFAULT_PORTS or not parts.netloc:
         raise QuamotionInsecureRequestError(f"Refused {shown!r}: not an absolute http(s) URL.")
     authority = parts.netloc
+    if not authority.isascii():
+        raise QuamotionInsecureRequestError(
+            f"Refused {shown!r}: the host part holds non-ASCII characters (parsers normalise them "
+            "differently); give the host in its ASCII (punycode) form."
+        )
     if "@" in authority or "%" in authority:
         raise QuamotionInsecureRequestError(
             f"Refused {shown!r}: the host part holds userinfo ('@') or percent-encoding; give a plain "
@@ -218,7 +226,10 @@ def resolve_url(base_url: str, endpoint: str, api_root: Callable[[], str]) -> st
     endpoint = str(endpoint).strip()
     if not endpoint:
         raise QuamotionConfigError("An endpoint is required, e.g. 'testRun' or '/api/version'.")
-    parts = urlsplit(endpoint)
+    try:
+        parts = urlsplit(endpoint)
+    except ValueError as err:
+        raise QuamotionInsecureRequestError(f"Refused endpoint {redact(endpoint)[:200]!r}: {err}.") from None
     if parts.scheme or endpoint.startswith("//"):
         url = endpoint
     elif endpoint.startswith("/"):
