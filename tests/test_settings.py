@@ -91,3 +91,50 @@ def test_retry_from_extra(retry: object, expected: RetryPolicy) -> None:
 def test_bad_retry_is_a_clear_error(retry: object) -> None:
     with pytest.raises(QuamotionConfigError, match="retry"):
         _settings(extra={"tenant_id": "t", "retry": retry})
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"port": 99999}, "not a port number"),
+        ({"port": "abc"}, "not a port number"),
+        ({"port": -1}, "not a port number"),
+        ({"extra": {"tenant_id": "t", "timeout": "nan"}}, "positive number"),
+        ({"extra": {"tenant_id": "t", "timeout": "inf"}}, "positive number"),
+        ({"extra": {"tenant_id": "t", "timeout": -5}}, "positive number"),
+        ({"extra": {"tenant_id": "t", "timeout": True}}, "positive number"),
+        ({"extra": {"tenant_id": "t", "retry": {"retry_statuses": ["5xx"]}}}, "list of HTTP status codes"),
+        ({"extra": {"tenant_id": "t", "retry": {"retry_statuses": "503"}}}, None),
+        ({"extra": {"tenant_id": "t", "retry": {"retry_statuses": [700]}}}, "list of HTTP status codes"),
+        ({"extra": {"tenant_id": "t", "verify": "/no/such/ca.pem"}}, "neither true/false"),
+        ({"host": "https://a\\@cloud.quamotion.mobi"}, "backslash"),
+        ({"host": "https://user:pw@cloud.quamotion.mobi"}, "userinfo"),
+        ({"host": "https://cloud.quamotion.mobi:0x1bb"}, "port"),
+        ({"host": "https://clou d.example"}, "whitespace"),
+    ],
+)
+def test_malformed_fields_are_one_config_error_before_any_request(
+    changes: dict[str, object], message: str | None
+) -> None:
+    if message is None:  # a single status given as a string is read as that one status
+        assert _settings(**changes).retry.retry_statuses == frozenset({503})
+        return
+    with pytest.raises(QuamotionConfigError, match=message):
+        _settings(**changes)
+
+
+def test_a_valid_port_is_added_to_the_host() -> None:
+    assert _settings(host="https://cloud.example", port=8443).base_url == "https://cloud.example:8443"
+    assert _settings(host="https://cloud.example", port=0).base_url == "https://cloud.example"
+
+
+def test_identity_differs_by_every_credential() -> None:
+    base = _settings(extra={"tenant_id": "t", "api_key": "key-number-one"})
+    other_key = _settings(extra={"tenant_id": "t", "api_key": "key-number-two"})
+    other_secret = _settings(password="pw2", extra={"tenant_id": "t", "api_key": "key-number-one"})
+    proxied = _settings(
+        extra={"tenant_id": "t", "api_key": "key-number-one", "proxies": {"https": "http://p:1"}}
+    )
+    identities = {s.identity() for s in (base, other_key, other_secret, proxied)}
+    assert len(identities) == 4
+    assert not any("key-number" in part or part == "pw" for part in base.identity())
