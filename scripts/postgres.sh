@@ -5,6 +5,7 @@
 #   scripts/postgres.sh start   # idempotent; prints the connection URI (postgresql://...)
 #   scripts/postgres.sh uri     # prints the URI without starting anything
 #   scripts/postgres.sh stop    # idempotent
+#   scripts/postgres.sh status  # exit 0 when the server is running, 3 when not
 #
 # The cluster lives in $QUAMOTION_PG_DIR (default: $TMPDIR/quamotion-pg), listens on 127.0.0.1 only,
 # port $QUAMOTION_PG_PORT (default 55432), trusts loopback connections (a test server, no secrets).
@@ -55,11 +56,15 @@ case "${1:-}" in
     BIN=$(bindir)
     if running; then as_owner "$BIN/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null; fi
     ;;
+  status)
+    BIN=$(bindir)
+    if running; then echo "running: $URI"; else echo "stopped"; exit 3; fi
+    ;;
   uri)
     echo "$URI"
     ;;
   *)
-    echo "usage: $0 start|stop|uri" >&2
+    echo "usage: $0 start|stop|status|uri" >&2
     exit 2
     ;;
 esac

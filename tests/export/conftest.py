@@ -10,30 +10,44 @@ import pytest
 
 from tests.dag_runs import EXPORT_DAGS, REPO, AirflowHome, make_airflow_home
 
+POSTGRES_SH = REPO / "scripts" / "postgres.sh"
+
+
+def postgres_sh(command: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``scripts/postgres.sh COMMAND`` (its settings from this process's environment)."""
+    try:
+        return subprocess.run(
+            ["bash", str(POSTGRES_SH), command], capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"scripts/postgres.sh {command} did not finish within {timeout:.0f} s")
+
 
 @pytest.fixture(scope="session")
-def postgres_uri() -> str:
+def postgres_uri() -> Iterator[str]:
     """A PostgreSQL server on loopback, started by ``scripts/postgres.sh`` (Debian's packages).
 
     Never skipped: when the server cannot start, the tests that need it fail (under CI=true and
-    elsewhere), with the script's message.
+    elsewhere), with the script's message. A server this session started is stopped when the
+    session ends, whatever its outcome (``make test`` leaves nothing running); one that was already
+    running (a developer's, another session's) is left running.
     """
-    try:
-        out = subprocess.run(
-            ["bash", str(REPO / "scripts" / "postgres.sh"), "start"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail("scripts/postgres.sh start did not finish within 120 s")
+    started_here = postgres_sh("status").returncode != 0
+    out = postgres_sh("start")
     if out.returncode != 0:
         pytest.fail(
             f"PostgreSQL is unavailable (scripts/postgres.sh start exited {out.returncode}; CI={os.environ.get('CI')}):\n"
             f"{out.stderr.strip()}"
         )
-    return out.stdout.strip().splitlines()[-1]
+    try:
+        yield out.stdout.strip().splitlines()[-1]
+    finally:
+        if started_here:
+            stopped = postgres_sh("stop")
+            if stopped.returncode != 0:
+                pytest.fail(
+                    f"scripts/postgres.sh stop exited {stopped.returncode}:\n{stopped.stderr.strip()}"
+                )
 
 
 @pytest.fixture
