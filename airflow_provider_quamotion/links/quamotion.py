@@ -2,9 +2,12 @@
 
 The portal URL is **inferred**: the API documents no web URL of a run. It is built as
 ``{host}{relativeUrl}testRun/{testRunId}`` - the connection's base URL, the project's ``relativeUrl``
-(``/project/acme/``) and the run - see :func:`test_run_url`. The worker computes it once (it knows the
-project root already) and pushes it to XCom under :data:`TEST_RUN_URL_KEY`, so rendering the link costs
-no API call and works for failed tasks too.
+(``/project/acme/``) and the run - see :func:`test_run_url`. The worker computes it once and pushes it
+to XCom under :data:`TEST_RUN_URL_KEY`, so rendering the link costs no API call and works for failed
+tasks too. When the connection names its project, the URL is built from the settings alone
+(:func:`known_test_run_url`, ``/project/<name>/``): a deferrable sensor spends no token request and no
+project lookup in the worker for its link. Without a project name the worker looks the project up
+once (the account's only project).
 """
 
 from __future__ import annotations
@@ -40,6 +43,21 @@ def test_run_url(base_url: str, relative_url: str, test_run_id: str) -> str:
 
 
 test_run_url.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
+
+
+def known_test_run_url(base_url: str, project: str | None, test_run_id: str) -> str | None:
+    """The portal URL of a run from the connection's settings alone (no network), or ``None``.
+
+    Known when the connection names its project: the portal's project path is ``/project/<name>/``
+    (the form the API's ``relativeUrl`` takes). Without a project name only the API knows it.
+
+    :param base_url: the connection's base URL.
+    :param project: the connection's project name, or ``None``.
+    :param test_run_id: the run's id.
+    """
+    if not project:
+        return None
+    return test_run_url(base_url, f"/project/{quote(str(project), safe='')}/", test_run_id)
 
 
 class QuamotionTestRunLink(BaseOperatorLink):

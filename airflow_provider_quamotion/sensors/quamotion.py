@@ -40,6 +40,7 @@ from airflow_provider_quamotion.links.quamotion import (
     TEST_RUN_ID_KEY,
     TEST_RUN_URL_KEY,
     QuamotionTestRunLink,
+    known_test_run_url,
     test_run_url,
 )
 from airflow_provider_quamotion.triggers.quamotion import (
@@ -284,7 +285,10 @@ def push_run_reference(context: Context, hook: QuamotionHook, test_run_id: str) 
     ti = context["ti"]
     ti.xcom_push(key=TEST_RUN_ID_KEY, value=test_run_id)
     try:
-        url = test_run_url(hook.settings.base_url, hook.get_conn().api_root(), test_run_id)
+        # From the settings when the project is named: no token request, no project lookup.
+        url = known_test_run_url(hook.settings.base_url, hook.settings.project, test_run_id) or test_run_url(
+            hook.settings.base_url, hook.get_conn().api_root(), test_run_id
+        )
     except QuamotionError as err:  # the link is a convenience: never fail the task for it
         hook.log.warning("Cannot build the portal link of test run %s: %s", test_run_id, err)
         return

@@ -61,3 +61,11 @@ def test_link_is_registered_and_attached() -> None:
     assert path in get_provider_info()["extra-links"]
     for cls in (QuamotionStartTestRunOperator, QuamotionTestRunSensor):
         assert any(isinstance(link, QuamotionTestRunLink) for link in cls.operator_extra_links)
+
+
+def test_known_url_from_the_project_name_alone() -> None:
+    from airflow_provider_quamotion.links.quamotion import known_test_run_url
+
+    assert known_test_run_url("https://h/", "acme", "r-1") == "https://h/project/acme/testRun/r-1"
+    assert known_test_run_url("https://h", "a b/c", "r-1") == "https://h/project/a%20b%2Fc/testRun/r-1"
+    assert known_test_run_url("https://h", None, "r-1") is None  # only the API knows the account's project

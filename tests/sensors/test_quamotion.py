@@ -280,3 +280,16 @@ def test_generic_execute_complete_judges_and_redefers_with_the_same_deadline() -
         s.execute_complete({}, {**base, "status": "timeout", "message": "not ready."})
     with pytest.raises(QuamotionError, match="too big"):
         s.execute_complete({}, {**base, "status": "error", "message": "too big"})
+
+
+def test_deferrable_link_needs_no_token_and_no_project_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the project named in the connection, the worker builds the link from the settings alone."""
+    from tests.mocks import connection_json
+
+    monkeypatch.setenv("AIRFLOW_CONN_QUAMOTION_DEFAULT", connection_json(project="acme"))
+    ti = FakeTI()
+    with rm.Mocker() as m:  # any request (Azure AD, /api/project) fails the test
+        with pytest.raises(TaskDeferred):
+            sensor(deferrable=True, timeout=300).execute({"ti": ti})  # type: ignore[arg-type]
+        assert m.request_history == []
+    assert ti.xcom == {"test_run_id": "run-1", "test_run_url": f"{HOST}/project/acme/testRun/run-1"}
