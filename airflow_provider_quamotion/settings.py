@@ -44,19 +44,34 @@ class RetryPolicy:
     :param backoff_max: cap of an exponential wait, seconds.
     :param retry_after_max: cap of a server-requested ``Retry-After`` wait, seconds.
     :param retry_statuses: HTTP statuses that are retried for idempotent methods.
+    :param retry_budget: seconds since a request's first attempt after which no retry starts: retries
+        are bounded by time as well as by count.
+    :param min_wait: the smallest pause before a retry, even when the server says ``Retry-After: 0``
+        (doubling per attempt, capped at ``backoff_max``).
     """
 
-    max_attempts: int = 6
+    max_attempts: int = 10
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
     retry_after_max: float = 300.0
     retry_statuses: frozenset[int] = frozenset({429, 500, 502, 503, 504})
+    retry_budget: float = 60.0
+    min_wait: float = 0.1
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise QuamotionConfigError("RetryPolicy.max_attempts must be at least 1")
-        if self.backoff_initial < 0 or self.backoff_max < 0 or self.retry_after_max < 0:
-            raise QuamotionConfigError("RetryPolicy waits must not be negative")
+        waits = (
+            self.backoff_initial,
+            self.backoff_max,
+            self.retry_after_max,
+            self.retry_budget,
+            self.min_wait,
+        )
+        if not all(isinstance(w, int | float) and math.isfinite(w) and w >= 0 for w in waits):
+            raise QuamotionConfigError(
+                "RetryPolicy waits and the retry budget must be finite and not negative"
+            )
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import os
 import ssl
 import threading
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -97,6 +97,10 @@ class _Pool:
 
     client: httpx.AsyncClient
     users: int = 0
+    #: Requests in flight on this pool, at most its size: thousands of triggers then wait here, in
+    #: a FIFO semaphore, instead of in httpcore's queue, whose assignment of requests to connections
+    #: costs (queued x connections) per request (encode/httpcore#1035).
+    in_flight: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(ASYNC_POOL_SIZE))
 
 
 #: Per event loop: one pooled ``httpx.AsyncClient`` per credentials identity (origin, TLS, proxies,
@@ -131,6 +135,7 @@ class AsyncQuamotionClient:
         self._client: httpx.AsyncClient | None = None
         self._pool_loop: asyncio.AbstractEventLoop | None = None
         self._api_root: str | None = None
+        self._in_flight: asyncio.Semaphore | None = None
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -142,7 +147,7 @@ class AsyncQuamotionClient:
                 pool = _Pool(self._new_http())
                 pools[key] = pool
             pool.users += 1
-            self._client, self._pool_loop = pool.client, loop
+            self._client, self._pool_loop, self._in_flight = pool.client, loop, pool.in_flight
         return self._client
 
     def _new_http(self) -> httpx.AsyncClient:
@@ -175,7 +180,7 @@ class AsyncQuamotionClient:
     async def aclose(self) -> None:
         """Stop using the shared pool; the last user closes its connections."""
         client, loop = self._client, self._pool_loop
-        self._client = self._pool_loop = None
+        self._client = self._pool_loop = self._in_flight = None
         if client is None:
             return
         pools = _POOLS.get(loop) if loop is not None else None
@@ -242,13 +247,16 @@ class AsyncQuamotionClient:
 
         async def send(token: str) -> httpx.Response:
             register_secret(token)
-            return await self._http().request(
-                method,
-                url,
-                headers=with_bearer(headers, token),
-                timeout=attempt_timeout(timeout, time_left(), where),
-                **kwargs,
-            )
+            http = self._http()
+            assert self._in_flight is not None  # set with the pool
+            async with self._in_flight:
+                return await http.request(
+                    method,
+                    url,
+                    headers=with_bearer(headers, token),
+                    timeout=attempt_timeout(timeout, time_left(), where),
+                    **kwargs,
+                )
 
         async def attempt() -> httpx.Response:
             try:

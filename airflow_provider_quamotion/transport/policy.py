@@ -259,7 +259,10 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
 def wait_seconds(policy: RetryPolicy, attempt: int, retry_after: float | None) -> float:
     """How long to wait before attempt ``attempt + 1``: ``Retry-After`` if given, else full jitter."""
     if retry_after is not None:
-        return min(retry_after, policy.retry_after_max)
+        # a server that says "now" (Retry-After: 0) still gets a small, growing pause: a burst of
+        # faults must not spend every attempt within a few milliseconds
+        floor = min(policy.backoff_max, policy.min_wait * (2 ** max(0, attempt - 1)))
+        return max(min(retry_after, policy.retry_after_max), floor)
     ceiling = min(policy.backoff_max, policy.backoff_initial * (2 ** max(0, attempt - 1)))
     return random.uniform(ceiling / 2, ceiling)
 
@@ -385,6 +388,14 @@ def build_retrying(
 
     def stop(state: tenacity.RetryCallState) -> bool:
         if state.attempt_number >= policy.max_attempts:
+            return True
+        if (state.seconds_since_start or 0.0) + wanted[0] > policy.retry_budget:
+            log.info(
+                "%s %s: not retried, the next attempt would pass the retry budget of %.0f s",
+                method.upper(),
+                urlsplit(url).path,
+                policy.retry_budget,
+            )
             return True
         left = time_left()
         if left is not None and wanted[0] >= left:

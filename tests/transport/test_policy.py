@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import httpx
 import pytest
+import requests_mock as rm
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from urllib3.util import parse_url
 
 from airflow_provider_quamotion.exceptions import QuamotionError, QuamotionInsecureRequestError
-from airflow_provider_quamotion.transport.policy import check_destination, destination_of, resolve_url
+from airflow_provider_quamotion.settings import RetryPolicy, settings_from_connection
+from airflow_provider_quamotion.transport.policy import (
+    check_destination,
+    destination_of,
+    resolve_url,
+    wait_seconds,
+)
+from airflow_provider_quamotion.transport.sync import QuamotionSession
+from tests.mocks import HOST
 
 BASE = "https://own.example:8443"
 OWN = ("own.example", 8443)
@@ -105,3 +114,33 @@ def test_any_endpoint_is_refused_or_connects_to_the_own_origin(endpoint: str) ->
     hx = httpx.URL(url)
     assert (hx.host.lower(), hx.port or 443) == OWN, url
     assert hx.scheme == "https" and (u3.scheme or "") == "https", url
+
+
+def test_retry_after_zero_still_pauses_a_little_longer_each_attempt() -> None:
+    policy = RetryPolicy(min_wait=0.1, backoff_max=30)
+    assert [wait_seconds(policy, n, 0.0) for n in (1, 2, 3, 4)] == [0.1, 0.2, 0.4, 0.8]
+    assert wait_seconds(policy, 1, 5.0) == 5.0  # a longer Retry-After wins
+    assert wait_seconds(RetryPolicy(min_wait=0.1, backoff_max=0.15), 5, 0.0) == 0.15  # capped
+
+
+def test_retries_are_bounded_by_time_as_well_as_by_count() -> None:
+    policy = RetryPolicy(max_attempts=10, min_wait=0.1, backoff_max=1, retry_budget=0.25)
+    settings = settings_from_connection(
+        conn_id="c",
+        host=HOST,
+        login=None,
+        password=None,
+        extra={"api_key": "unused-key-123"},
+        overrides={"retry": policy},
+    )
+    with rm.Mocker() as m:
+        api = m.get(f"{HOST}/api/version", status_code=503, headers={"Retry-After": "0"})
+        with pytest.raises(QuamotionError, match="503"), QuamotionSession(settings) as session:
+            session.get("/api/version")
+    # waits of 0.1 then 0.2 s: the second retry would end past the 0.25 s budget, so it never starts
+    assert api.call_count == 2
+
+
+def test_the_default_policy_outlasts_a_burst_of_faults() -> None:
+    policy = RetryPolicy()
+    assert policy.max_attempts >= 10 and policy.retry_budget >= 30 and policy.min_wait > 0
