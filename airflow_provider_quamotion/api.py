@@ -8,9 +8,13 @@ from the host root. See ``shared/reference/quamotion-cloud-api.md`` for the evid
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 # --- defaults -------------------------------------------------------------------------------------
 
@@ -74,6 +78,7 @@ TEST_RUN_SCHEDULED = "scheduled"
 JOB_ID = "id"
 JOB_NAME = "name"
 JOB_STATUS = "status"
+JOB_STARTED = "started"
 JOB_HAS_ARTIFACTS = "hasArtifacts"
 LIST_WRAPPER_KEY = "value"
 
@@ -147,7 +152,16 @@ TEST_RUN_FIELDS = (
     "jobs",
 )
 #: A job row of the ``jobs`` export: the job's fields after its run's ``testRunId``.
-JOB_FIELDS = (TEST_RUN_ID, JOB_ID, JOB_NAME, JOB_STATUS, "duration", "started", "commitId", JOB_HAS_ARTIFACTS)
+JOB_FIELDS = (
+    TEST_RUN_ID,
+    JOB_ID,
+    JOB_NAME,
+    JOB_STATUS,
+    "duration",
+    JOB_STARTED,
+    "commitId",
+    JOB_HAS_ARTIFACTS,
+)
 
 RESOURCES: dict[str, Resource] = {
     r.name: r
@@ -214,19 +228,78 @@ class TestRunState(str, enum.Enum):
         return self in (TestRunState.SUCCESS, TestRunState.FAILED)
 
 
-def run_state_from_jobs(jobs: Iterable[Mapping[str, Any]], *, allow_skipped: bool = False) -> TestRunState:
-    """Derive a run's state from its jobs.
+def _started_key(job: Mapping[str, Any]) -> tuple[float, int, str]:
+    """Order of a job's attempts: by ``started``, then ``id``; an attempt not started yet is the latest."""
+    started = job.get(JOB_STARTED)
+    moment = float("inf")
+    if isinstance(started, str) and started.strip():
+        try:
+            parsed = datetime.fromisoformat(started.strip().replace("Z", "+00:00"))
+        except ValueError:
+            parsed = None
+        if parsed is not None:
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=timezone.utc)
+            moment = parsed.timestamp()
+    raw_id = job.get(JOB_ID)
+    try:
+        numeric_id = int(raw_id)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return (moment, -1, str(raw_id))
+    return (moment, numeric_id, "")
 
-    No jobs: queued. Any job unfinished: running. All finished: success when every job is
-    ``success`` (or ``skipped`` with ``allow_skipped``), else failed.
+
+def job_attempts(jobs: Iterable[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
+    """A run's jobs grouped into attempts per job ``name``, each group oldest first.
+
+    Job lists keep retried attempts (a job canceled and re-run under the same ``name``); the last
+    attempt of a group (by ``started``, then ``id``) is the one that counts. A job without a name
+    stands alone. Groups keep the order of their first appearance.
+
+    :param jobs: the run's jobs as returned by ``testRun/{id}/jobs``.
+    """
+    groups: dict[Any, list[Mapping[str, Any]]] = {}
+    for index, job in enumerate(j for j in jobs if isinstance(j, Mapping)):
+        name = job.get(JOB_NAME)
+        key = ("name", name) if isinstance(name, str) and name else ("job", index)
+        groups.setdefault(key, []).append(job)
+    return [sorted(group, key=_started_key) for group in groups.values()]
+
+
+def latest_attempts(jobs: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The latest attempt of each job name (see :func:`job_attempts`)."""
+    return [group[-1] for group in job_attempts(jobs)]
+
+
+def run_state_from_jobs(jobs: Iterable[Mapping[str, Any]], *, allow_skipped: bool = False) -> TestRunState:
+    """Derive a run's state from the latest attempt of each of its jobs.
+
+    No jobs: queued. Any latest attempt unfinished: running. All finished: success when every latest
+    attempt is ``success`` (or ``skipped`` with ``allow_skipped``), else failed. A job canceled and
+    re-run passing under the same name therefore passes, as GitLab, the vendor's Jenkins plugin and
+    its Bitrise step report it. A status this module does not know (e.g. ``canceling``) counts as
+    not finished, with one warning naming the unknown statuses.
 
     :param jobs: the run's jobs as returned by ``testRun/{id}/jobs``.
     :param allow_skipped: count ``skipped`` jobs as passed.
     """
-    statuses = [JobStatus.parse(j.get(JOB_STATUS)) for j in jobs]
+    statuses: list[JobStatus | None] = []
+    unknown: list[str] = []
+    for job in latest_attempts(jobs):
+        try:
+            statuses.append(JobStatus.parse(job.get(JOB_STATUS)))
+        except ValueError:
+            statuses.append(None)
+            unknown.append(repr(job.get(JOB_STATUS)))
     if not statuses:
         return TestRunState.QUEUED
-    if not all(s.is_terminal for s in statuses):
+    if unknown:
+        log.warning(
+            "Unknown job status(es) %s, counted as not finished (known statuses: %s).",
+            ", ".join(sorted(set(unknown))),
+            ", ".join(s.value for s in JobStatus),
+        )
+    if not all(s is not None and s.is_terminal for s in statuses):
         return TestRunState.RUNNING
     passed = {JobStatus.SUCCESS, JobStatus.SKIPPED} if allow_skipped else {JobStatus.SUCCESS}
     return TestRunState.SUCCESS if all(s in passed for s in statuses) else TestRunState.FAILED
@@ -234,21 +307,36 @@ def run_state_from_jobs(jobs: Iterable[Mapping[str, Any]], *, allow_skipped: boo
 
 #: At most this many jobs go into a summary (a trigger event, an error message).
 MAX_SUMMARY_JOBS = 50
+#: At most this many earlier attempts are named per job in a summary.
+MAX_SUMMARY_EARLIER = 5
 
 
 def summarize_jobs(jobs: Iterable[Mapping[str, Any]], limit: int = MAX_SUMMARY_JOBS) -> list[dict[str, Any]]:
     """A compact per-job summary (id, device, status) of at most ``limit`` jobs, failed ones first.
 
-    Small enough for a trigger event or an error message; the device is the job's ``name`` (the
-    device selection the job ran on).
+    One entry per job name: its latest attempt, the one that decides the run's state. A job that
+    was retried also names its attempts: ``attempt`` (the latest attempt's number) and ``earlier``
+    (the earlier attempts' ids and statuses, oldest first, at most ``MAX_SUMMARY_EARLIER``). Small
+    enough for a trigger event or an error message; the device is the job's ``name`` (the device
+    selection the job ran on).
 
     :param jobs: the run's jobs as returned by ``testRun/{id}/jobs``.
     :param limit: the most jobs kept.
     """
-    compact = [
-        {"id": j.get(JOB_ID), "device": j.get(JOB_NAME), "status": str(j.get(JOB_STATUS))}
-        for j in jobs
-        if isinstance(j, Mapping)
-    ]
+    compact: list[dict[str, Any]] = []
+    for group in job_attempts(jobs):
+        latest = group[-1]
+        entry: dict[str, Any] = {
+            "id": latest.get(JOB_ID),
+            "device": latest.get(JOB_NAME),
+            "status": str(latest.get(JOB_STATUS)),
+        }
+        if len(group) > 1:
+            entry["attempt"] = len(group)
+            entry["earlier"] = [
+                {"id": j.get(JOB_ID), "status": str(j.get(JOB_STATUS))}
+                for j in group[:-1][-MAX_SUMMARY_EARLIER:]
+            ]
+        compact.append(entry)
     compact.sort(key=lambda j: j["status"] == JobStatus.SUCCESS.value)
     return compact[: max(0, limit)]

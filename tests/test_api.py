@@ -39,9 +39,127 @@ def test_run_state_from_jobs(statuses: list[str], allow_skipped: bool, state: Te
     assert state.is_terminal == (state in (TestRunState.SUCCESS, TestRunState.FAILED))
 
 
-def test_unknown_status_is_a_clear_error() -> None:
+def test_unknown_status_parse_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="unknown job status 'exploded'; known statuses: created"):
-        run_state_from_jobs([{"status": "exploded"}])
+        JobStatus.parse("exploded")
+
+
+# Shapes of the vendor's captured job list (QuamotionCloud.net CloudClient.Test/test_jobs.json):
+# newest first; job 57817290 canceled, re-run seconds later as 57818907 under the same name, passing.
+DEVICE = "4a7cf261-fa75-4a18-a564-718ebefba390"
+CANCELED_THEN_PASSED = [
+    {
+        "id": 57818907,
+        "name": DEVICE,
+        "status": "success",
+        "duration": 72.893276,
+        "started": "2018-03-16T13:23:18.494Z",
+        "commitId": "83d5b4771b785891db622005c96646754682f0b6",
+        "hasArtifacts": True,
+    },
+    {
+        "id": 57817290,
+        "name": DEVICE,
+        "status": "canceled",
+        "duration": 369.969583,
+        "started": "2018-03-16T13:16:57.741Z",
+        "commitId": "83d5b4771b785891db622005c96646754682f0b6",
+        "hasArtifacts": False,
+    },
+]
+
+
+def test_canceled_then_rerun_passing_under_the_same_name_passes() -> None:
+    assert run_state_from_jobs(CANCELED_THEN_PASSED) is TestRunState.SUCCESS
+    assert run_state_from_jobs(list(reversed(CANCELED_THEN_PASSED))) is TestRunState.SUCCESS
+
+
+def test_passed_then_rerun_failing_fails() -> None:
+    jobs = [dict(CANCELED_THEN_PASSED[1], status="success"), dict(CANCELED_THEN_PASSED[0], status="failed")]
+    assert run_state_from_jobs(jobs) is TestRunState.FAILED
+
+
+def test_latest_attempt_is_by_started_then_id() -> None:
+    same_time = "2018-03-16T13:23:18.494Z"
+    jobs = [
+        {"id": 10, "name": DEVICE, "status": "success", "started": same_time},
+        {"id": 9, "name": DEVICE, "status": "failed", "started": same_time},
+    ]
+    assert run_state_from_jobs(jobs) is TestRunState.SUCCESS
+    jobs[0]["id"], jobs[1]["id"] = 9, 10
+    assert run_state_from_jobs(jobs) is TestRunState.FAILED
+    # started wins over id: the higher id started earlier
+    earlier = [
+        {"id": 99, "name": DEVICE, "status": "failed", "started": "2018-03-16T13:00:00.000Z"},
+        {"id": 5, "name": DEVICE, "status": "success", "started": "2018-03-16T14:00:00+00:00"},
+    ]
+    assert run_state_from_jobs(earlier) is TestRunState.SUCCESS
+
+
+def test_a_rerun_not_started_yet_keeps_the_run_running() -> None:
+    jobs = [*CANCELED_THEN_PASSED[1:], {"id": 57818907, "name": DEVICE, "status": "pending", "started": None}]
+    assert run_state_from_jobs(jobs) is TestRunState.RUNNING
+
+
+def test_other_devices_still_count() -> None:
+    other = {"id": 57819619, "name": "3ca42f69-ff08-42b3-8d78-2ccb617e55f2", "status": "failed"}
+    assert run_state_from_jobs([*CANCELED_THEN_PASSED, other]) is TestRunState.FAILED
+
+
+def test_unknown_status_counts_as_not_finished_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    jobs = [
+        {"id": 1, "name": "a", "status": "canceling"},
+        {"id": 2, "name": "b", "status": "exploded"},
+        {"id": 3, "name": "c", "status": "canceling"},
+        {"id": 4, "name": "d", "status": "success"},
+    ]
+    with caplog.at_level("WARNING", logger="airflow_provider_quamotion.api"):
+        assert run_state_from_jobs(jobs) is TestRunState.RUNNING
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "'canceling'" in warnings[0].getMessage() and "'exploded'" in warnings[0].getMessage()
+    assert "not finished" in warnings[0].getMessage()
+
+
+def test_unknown_status_of_an_earlier_attempt_is_ignored(caplog: pytest.LogCaptureFixture) -> None:
+    jobs = [dict(CANCELED_THEN_PASSED[1], status="canceling"), CANCELED_THEN_PASSED[0]]
+    with caplog.at_level("WARNING", logger="airflow_provider_quamotion.api"):
+        assert run_state_from_jobs(jobs) is TestRunState.SUCCESS
+    assert not caplog.records
+
+
+def test_summary_names_attempts() -> None:
+    failing = [
+        *CANCELED_THEN_PASSED,
+        {"id": 57737174, "name": "c6e1222c", "status": "failed", "started": "2018-03-16T04:52:23.969Z"},
+        {"id": 57737175, "name": "c6e1222c", "status": "canceled", "started": "2018-03-16T05:52:23.969Z"},
+    ]
+    summary = api.summarize_jobs(failing)
+    assert summary == [
+        {
+            "id": 57737175,
+            "device": "c6e1222c",
+            "status": "canceled",
+            "attempt": 2,
+            "earlier": [{"id": 57737174, "status": "failed"}],
+        },
+        {
+            "id": 57818907,
+            "device": DEVICE,
+            "status": "success",
+            "attempt": 2,
+            "earlier": [{"id": 57817290, "status": "canceled"}],
+        },
+    ]
+    single = api.summarize_jobs([{"id": 1, "name": "x", "status": "failed"}])
+    assert single == [{"id": 1, "device": "x", "status": "failed"}]
+
+
+def test_jobs_without_a_name_stand_alone() -> None:
+    assert run_state_from_jobs([{"id": 1, "status": "success"}, {"id": 2, "status": "failed"}]) is (
+        TestRunState.FAILED
+    )
+    assert len(api.summarize_jobs([{"id": 1, "status": "success"}, {"id": 2, "status": "failed"}])) == 2
 
 
 def test_unwrap_list() -> None:
