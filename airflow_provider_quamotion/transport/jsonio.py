@@ -1,30 +1,172 @@
-"""Decoding replies: streamed JSON arrays, "JSON or a clear error", one place for both clients."""
+"""Decoding replies: streamed JSON arrays, "JSON or a clear error", one place for both clients.
+
+Every body read here is bounded: JSON is checked for its nesting depth before a parser sees it
+(:class:`DepthGuard`, :data:`MAX_JSON_DEPTH`), and a whole-body read (:func:`read_body`,
+:func:`aread_body`) stops at a byte budget and at the caller's deadline, which bounds the whole body
+rather than each read of the socket.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Generator, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
-from airflow_provider_quamotion.exceptions import QuamotionError, QuamotionResponseError, excerpt
+from airflow_provider_quamotion.exceptions import (
+    QuamotionError,
+    QuamotionResponseError,
+    QuamotionTimeoutError,
+    excerpt,
+)
+
+#: The deepest nesting of arrays and objects a reply may have. Real replies nest three or four
+#: levels; a parser's cost (ijson's prefixes, ``json``'s recursion) grows with depth, quadratically
+#: for ijson, so a small hostile reply of deep nesting could otherwise cost gigabytes.
+MAX_JSON_DEPTH = 64
+
+#: The largest body :func:`read_body`/:func:`aread_body` read by default (decoded bytes).
+MAX_BODY_BYTES = 16 * 1024 * 1024
+
+_CHUNK = 65536
+
+#: ``bytes.translate`` arguments: keep only quotes and brackets, and read ``{``/``}`` as ``[``/``]``.
+_NOT_MARKS = bytes(b for b in range(256) if b not in b'"[]{}')
+_UNIFY = bytes.maketrans(b"{}", b"[]")
 
 
-def iter_json_records(response: Any, record_path: str | None = None) -> Iterator[Any]:
+class QuamotionResponseTooLargeError(QuamotionResponseError):
+    """A reply longer than the byte budget of its read; reading stopped at the budget."""
+
+
+class DepthGuard:
+    """Tracks the nesting depth of a JSON text fed in chunks; raises past ``limit``.
+
+    Strings are skipped (a bracket inside one does not count), also when a string or an escape spans
+    two chunks. The work per chunk is a few C-level passes (``bytes.replace`` dropping escaped
+    quotes, ``bytes.split`` on quotes, ``bytes.translate`` keeping brackets, ``bytes.replace``
+    removing matched pairs); only a chunk whose depth comes close to the limit is walked bracket by
+    bracket.
+
+    :param limit: the deepest nesting allowed.
+    :param what: names the reply in the error.
+    """
+
+    def __init__(self, limit: int = MAX_JSON_DEPTH, what: str = "the reply") -> None:
+        self.limit = int(limit)
+        self.what = what
+        self.depth = 0
+        self._in_string = False
+        self._carry = b""  # an odd backslash that ended the last chunk: it escapes the next byte
+
+    def feed(self, chunk: bytes) -> None:
+        """Account for the next chunk of the text.
+
+        :raises QuamotionResponseError: when the nesting passes the limit.
+        """
+        if not chunk:
+            return
+        data = self._carry + chunk if self._carry else chunk
+        if data.endswith(b"\\"):
+            kept = data.rstrip(b"\\")
+            self._carry = b"\\" if (len(data) - len(kept)) % 2 else b""
+            data = kept
+        else:
+            self._carry = b""
+        if b"\\" in data:  # backslashes are only in strings: drop pairs, then escaped quotes
+            if b"\\\\" in data:
+                data = data.replace(b"\\\\", b"")
+            data = data.replace(b'\\"', b"")
+        # Only quotes and brackets matter. Two quotes with nothing between them toggle the state
+        # twice, so dropping them changes nothing: what is left is the quotes next to a bracket.
+        marks = data.translate(None, _NOT_MARKS)
+        if b'"' in marks:
+            marks = marks.replace(b'""', b"")
+        if b'"' in marks:
+            pieces = marks.split(b'"')
+            marks = b"".join(pieces[1::2] if self._in_string else pieces[::2])
+            if len(pieces) % 2 == 0:
+                self._in_string = not self._in_string
+        elif self._in_string:
+            return  # the whole chunk is inside one string
+        if marks:
+            self._count(marks.translate(_UNIFY))
+
+    def _count(self, brackets: bytes) -> None:
+        opens = brackets.count(b"[")
+        change = 2 * opens - len(brackets)
+        if self.depth + opens <= self.limit:
+            self.depth += change
+            return
+        reduced, passes = brackets, 0
+        while passes < 8:
+            shorter = reduced.replace(b"[]", b"")
+            if shorter == reduced:
+                break
+            reduced, passes = shorter, passes + 1
+        if b"[]" not in reduced:  # reduced is "]]]...[[[": matched groups at most `passes` deep
+            closes = reduced.count(b"]")
+            highest = max(self.depth, self.depth + len(reduced) - 2 * closes) + passes
+            if highest <= self.limit:
+                self.depth += change
+                return
+        depth = self.depth
+        for byte in brackets:  # close to the limit: walk it exactly
+            depth += 1 if byte == 0x5B else -1
+            if depth > self.limit:
+                raise self.error()
+        self.depth = depth
+
+    def error(self) -> QuamotionResponseError:
+        """The error for a text nested deeper than the limit."""
+        return QuamotionResponseError(
+            f"{self.what} nests arrays or objects more than {self.limit} levels deep (the limit, "
+            "MAX_JSON_DEPTH); no Quamotion reply does, so it was refused unparsed."
+        )
+
+
+def check_depth(data: bytes | str, limit: int = MAX_JSON_DEPTH, what: str = "the reply") -> None:
+    """Refuse a JSON text nested deeper than ``limit`` (see :class:`DepthGuard`)."""
+    guard = DepthGuard(limit, what)
+    guard.feed(data.encode() if isinstance(data, str) else data)
+
+
+def loads(data: bytes | str, limit: int = MAX_JSON_DEPTH, what: str = "the reply") -> Any:
+    """``json.loads`` after the depth check; any parse failure is a :class:`QuamotionResponseError`."""
+    check_depth(data, limit, what)
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as err:
+        raise QuamotionResponseError(f"{what} is not JSON ({err}).") from None
+
+
+def iter_json_records(
+    response: Any, record_path: str | None = None, *, max_depth: int = MAX_JSON_DEPTH
+) -> Iterator[Any]:
     """Stream the records of a JSON array reply without holding the body in memory.
 
     The array may be the whole reply or wrapped (``{"value": [...]}``); ``record_path`` (dotted, as
-    ``ijson`` prefixes: ``"data.items"``) names another place.
+    ``ijson`` prefixes: ``"data.items"``) names another place. Each chunk passes a
+    :class:`DepthGuard` before ``ijson`` sees it.
+
+    :param max_depth: the deepest nesting allowed (the reply's own array counts as one level).
+    :raises QuamotionResponseError: for a reply that is not a JSON array, or nests past ``max_depth``.
     """
     import ijson
 
     raw = response.raw
     raw.decode_content = True
+    where = _where(response)
+    guard = DepthGuard(max_depth, f"{where}: the reply" if where else "the reply")
     head = b""
     while not head.strip():
         chunk = raw.read(1)
         if not chunk:
             return
         head += chunk
+    guard.feed(head)
     prefix = (
         f"{record_path}.item" if record_path else ("item" if head.strip().startswith(b"[") else "value.item")
     )
@@ -39,7 +181,9 @@ def iter_json_records(response: Any, record_path: str | None = None) -> Iterator
             if self.pending:
                 out, self.pending = self.pending, b""
                 return out
-            return raw.read(size if size and size > 0 else 65536) or b""
+            data = raw.read(size if size and size > 0 else _CHUNK) or b""
+            guard.feed(data)
+            return data
 
     try:
         yield from ijson.items(_Chained(), prefix, use_float=True)
@@ -47,6 +191,15 @@ def iter_json_records(response: Any, record_path: str | None = None) -> Iterator
         raise error_for_non_json(response, f"the JSON array could not be parsed ({err})") from None
     finally:
         response.close()
+
+
+def _where(response: Any) -> str:
+    method = getattr(getattr(response, "request", None), "method", "") or ""
+    try:
+        path = urlsplit(str(getattr(response, "url", "") or "")).path
+    except ValueError:
+        path = ""
+    return f"{method} {path}".strip()
 
 
 def error_for_non_json(response: Any, why: str = "the reply is not JSON") -> QuamotionError:
@@ -66,12 +219,166 @@ def error_for_non_json(response: Any, why: str = "the reply is not JSON") -> Qua
     )
 
 
-def parse_json(response: Any) -> Any:
-    """The JSON body of a reply, or a :class:`QuamotionResponseError` that says what came instead."""
+def parse_json(response: Any, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """The JSON body of a reply, or a :class:`QuamotionResponseError` that says what came instead.
+
+    A reply nested deeper than ``max_depth`` is refused before parsing (``json`` would recurse).
+    """
+    content = response.content
+    DepthGuard(max_depth, f"{_where(response)}: the reply").feed(content or b"")
     try:
         return response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         raise error_for_non_json(response) from None
 
 
-__all__ = ["error_for_non_json", "iter_json_records", "parse_json"]
+def json_or_text(content: bytes, encoding: str | None = None, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """A body's parsed JSON, or its text when it is not JSON, or ``None`` when it is empty.
+
+    JSON nested deeper than ``max_depth`` is refused (:class:`QuamotionResponseError`), not handed
+    on as text.
+    """
+    if not content:
+        return None
+    check_depth(content, max_depth)
+    try:
+        return json.loads(content)
+    except (ValueError, RecursionError):
+        return content.decode(encoding or "utf-8", errors="replace")
+
+
+def _too_large(where: str, max_bytes: int) -> QuamotionResponseTooLargeError:
+    return QuamotionResponseTooLargeError(
+        f"{where}: the reply is longer than {max_bytes} bytes, the budget of this read; reading "
+        "stopped there."
+    )
+
+
+def _too_slow(where: str, deadline: float) -> QuamotionTimeoutError:
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(deadline))
+    return QuamotionTimeoutError(f"{where}: the reply's body was still arriving at the deadline ({when}).")
+
+
+def read_body(response: Any, *, max_bytes: int = MAX_BODY_BYTES, deadline: float | None = None) -> bytes:
+    """The body of a ``requests`` reply sent with ``stream=True``, at most ``max_bytes`` (decoded).
+
+    ``deadline`` (epoch seconds) bounds the whole body: the socket's timeout is cut to the time left
+    before each read, and a body still arriving at the deadline ends the read. The reply is closed.
+
+    :raises QuamotionResponseTooLargeError: past ``max_bytes``.
+    :raises QuamotionTimeoutError: at the deadline.
+    """
+    where = _where(response)
+    try:
+        if getattr(response, "_content_consumed", True) or response.raw is None:
+            content: bytes = response.content or b""  # already read (not streamed)
+            if len(content) > max_bytes:
+                raise _too_large(where, max_bytes)
+            return content
+        raw = response.raw
+        sock = getattr(getattr(raw, "_connection", None), "sock", None)
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            if deadline is not None:
+                left = deadline - time.time()
+                if left <= 0:
+                    raise _too_slow(where, deadline)
+                if sock is not None:
+                    try:
+                        sock.settimeout(max(left, 0.01))
+                    except OSError:
+                        sock = None
+            try:
+                chunk = raw.read1(min(_CHUNK, max_bytes - total + 1), decode_content=True)
+            except Exception as exc:  # a read timeout (the deadline's) or a dropped connection
+                if deadline is not None and time.time() >= deadline:
+                    raise _too_slow(where, deadline) from None
+                raise QuamotionResponseError(f"{where}: the reply's body could not be read ({exc}).") from exc
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > max_bytes:
+                raise _too_large(where, max_bytes)
+            parts.append(chunk)
+        return b"".join(parts)
+    finally:
+        response.close()
+
+
+def read_json_or_text(
+    response: Any,
+    *,
+    max_bytes: int = MAX_BODY_BYTES,
+    deadline: float | None = None,
+    max_depth: int = MAX_JSON_DEPTH,
+) -> Any:
+    """:func:`read_body` then :func:`json_or_text`."""
+    return json_or_text(
+        read_body(response, max_bytes=max_bytes, deadline=deadline),
+        getattr(response, "encoding", None),
+        max_depth=max_depth,
+    )
+
+
+def body_budget(max_bytes: int = MAX_BODY_BYTES, deadline: float | None = None) -> Any:
+    """An ``auth=`` argument for ``httpx`` that bounds a reply's body as ``httpx`` reads it.
+
+    ``httpx`` hands an auth flow each reply before reading its body; this one wraps the body's
+    stream so that reading stops past ``max_bytes`` (:class:`QuamotionResponseTooLargeError`) or at
+    ``deadline`` (:class:`QuamotionTimeoutError`, also while waiting for the next chunk), whether
+    ``httpx`` reads it whole (``client.request``) or the caller streams it. It adds no header.
+    """
+    import httpx
+
+    class _Bounded(httpx.AsyncByteStream):
+        def __init__(self, stream: Any, where: str) -> None:
+            self.stream, self.where = stream, where
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            total = 0
+            chunks = self.stream.__aiter__()
+            while True:
+                try:
+                    if deadline is None:
+                        chunk = await chunks.__anext__()
+                    else:
+                        left = deadline - time.time()
+                        if left <= 0:
+                            raise _too_slow(self.where, deadline)
+                        chunk = await asyncio.wait_for(chunks.__anext__(), left)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    raise _too_slow(self.where, deadline or time.time()) from None
+                total += len(chunk)
+                if total > max_bytes:
+                    raise _too_large(self.where, max_bytes)
+                yield chunk
+
+        async def aclose(self) -> None:
+            await self.stream.aclose()
+
+    class _Budget(httpx.Auth):
+        def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+            response = yield request
+            response.stream = _Bounded(response.stream, f"{request.method} {request.url.path}")
+
+    return _Budget()
+
+
+__all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_JSON_DEPTH",
+    "DepthGuard",
+    "QuamotionResponseTooLargeError",
+    "body_budget",
+    "check_depth",
+    "error_for_non_json",
+    "iter_json_records",
+    "json_or_text",
+    "loads",
+    "parse_json",
+    "read_body",
+    "read_json_or_text",
+]
