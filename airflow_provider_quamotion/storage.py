@@ -1,19 +1,38 @@
 """Where bytes land: local paths and Airflow object storage, written atomically.
 
-:func:`atomic_writer` writes to a temporary object beside the destination and moves it into place
-only when the block completes; on any error the temporary object is removed, so a failed download or
-export leaves no partial file behind.
+:func:`atomic_writer` writes straight to the destination with the store's own atomicity:
+
+* **local files** (plain paths, ``file://`` URIs and ``file://`` object storage paths): a temporary
+  file beside the destination, fsynced, then ``os.replace``-d into place;
+* **object stores** (``s3://``, ``gs://``, ``abfs://``...): an object appears only when its upload
+  completes. Up to :data:`BLOCK_SIZE` bytes are held in memory and sent with one PUT when the block
+  completes; a larger file is opened with ``autocommit=False`` and ``block_size=BLOCK_SIZE`` (a
+  multipart upload of 5 MiB parts), committed when the block completes and discarded (the multipart
+  upload aborted) when it raises. A failure uploads nothing that becomes visible; there is no
+  temporary object and no copy + delete.
+
+Before writing an S3 object, incomplete multipart uploads a killed writer left under the same key
+are aborted (a SIGKILL skips every cleanup). See ``docs/object-storage.md`` for the lifecycle rule
+that backs this up.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
+import logging
 import os
 import uuid
 from collections.abc import Iterator
 from typing import IO, Any
 
+log = logging.getLogger(__name__)
+
 TEMP_MARKER = ".quamotion-tmp-"
+#: Bytes held in memory per object being written: one PUT below it, multipart parts of this size above.
+#: 5 MiB is S3's smallest part size (and a multiple of GCS's 256 KiB chunk).
+BLOCK_SIZE = 5 * 1024 * 1024
+_LOCAL_PROTOCOLS = frozenset({"file", "local"})
 
 
 def is_local(destination: Any) -> bool:
@@ -36,67 +55,222 @@ def to_path(destination: Any) -> Any:
 
 
 def uri_of(destination: Any) -> str:
-    """A printable URI of a destination (``file://`` for local paths)."""
+    """A printable URI of a destination (``file://`` for local paths; object paths keep their conn id)."""
     path = to_path(destination)
     return f"file://{os.path.abspath(path)}" if isinstance(path, str) else str(path)
 
 
+def lineage_of(destination: Any) -> tuple[str, str]:
+    """OpenLineage ``(namespace, name)``: ``file`` + absolute path, or the store's own namespace and key.
+
+    ``s3://aws_default@lake/q/runs.jsonl`` -> ``("s3://lake", "q/runs.jsonl")``: the connection id is
+    how Airflow reaches the store, not part of the dataset's identity.
+    """
+    path = to_path(destination)
+    local = _local_of(path)
+    if local is not None:
+        return "file", os.path.abspath(local)
+    namespace = getattr(path, "namespace", None)
+    key = getattr(path, "key", None)
+    if namespace is not None and key is not None:
+        return str(namespace), str(key).lstrip("/")
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(str(path))
+    return f"{parts.scheme}://{parts.hostname or ''}", parts.path.lstrip("/")
+
+
+def _local_of(path: Any) -> str | None:
+    """The local file system path of ``path`` (a ``str``, or a ``file://`` object storage path)."""
+    if isinstance(path, str):
+        return path
+    if getattr(path, "protocol", None) in _LOCAL_PROTOCOLS:
+        return str(getattr(path, "path", None) or os.fspath(path))
+    return None
+
+
 def remove_stale_temporaries(path: Any) -> int:
-    """Remove temporary objects a killed writer left beside ``path`` (a SIGKILL skips every cleanup).
+    """Remove temporary files a killed local writer left beside ``path`` (a SIGKILL skips every cleanup).
 
     Writing the same destination from two tasks at once is a race whoever wins; this only makes
     sure a rerun after a kill leaves nothing behind. Returns how many were removed.
     """
-    pattern = f".{os.path.basename(str(path)) if isinstance(path, str) else path.name}{TEMP_MARKER}*"
-    removed = 0
-    with contextlib.suppress(Exception):
-        if isinstance(path, str):
-            import glob
+    local = _local_of(path)
+    if local is None:
+        return 0
+    import glob
 
-            directory = os.path.dirname(os.path.abspath(path))
-            for stale in glob.glob(os.path.join(glob.escape(directory), pattern)):
-                os.unlink(stale)
-                removed += 1
-        else:
-            for stale in path.parent.glob(pattern):
-                stale.unlink()
-                removed += 1
+    pattern = f".{os.path.basename(local)}{TEMP_MARKER}*"
+    removed = 0
+    directory = os.path.dirname(os.path.abspath(local))
+    with contextlib.suppress(OSError):
+        for stale in glob.glob(os.path.join(glob.escape(directory), pattern)):
+            os.unlink(stale)
+            removed += 1
     return removed
 
 
+def abort_incomplete_uploads(path: Any) -> int:
+    """Abort the incomplete S3 multipart uploads of exactly ``path``'s key; returns how many.
+
+    A writer killed mid-upload leaves its parts stored (and billed) but invisible to every listing.
+    Uses ``ListMultipartUploads`` / ``AbortMultipartUpload`` through the s3fs client; on other stores,
+    or without the permission (``s3:ListBucketMultipartUploads``), it does nothing and the bucket's
+    lifecycle rule (``AbortIncompleteMultipartUpload``) is the backstop. Like two writers of one local
+    file, two tasks writing one key at once race: the second aborts the first's upload.
+    """
+    fs = getattr(path, "fs", None)
+    call = getattr(fs, "call_s3", None)
+    if call is None or getattr(path, "protocol", None) not in ("s3", "s3a"):
+        return 0
+    bucket, key = str(path.bucket), str(path.key).lstrip("/")
+    aborted = 0
+    try:
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": key}
+        while True:
+            page = call("list_multipart_uploads", **kwargs)
+            for upload in page.get("Uploads", []) or []:
+                if upload.get("Key") == key:
+                    call("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload["UploadId"])
+                    aborted += 1
+            if not page.get("IsTruncated"):
+                break
+            kwargs["KeyMarker"] = page.get("NextKeyMarker")
+            kwargs["UploadIdMarker"] = page.get("NextUploadIdMarker")
+    except Exception as error:
+        log.warning(
+            "Could not look for incomplete multipart uploads of s3://%s/%s (%s); the bucket's lifecycle "
+            "rule is what removes those a killed writer left.",
+            bucket,
+            key,
+            error,
+        )
+    if aborted:
+        log.info(
+            "Aborted %d incomplete multipart upload(s) a killed writer left at s3://%s/%s",
+            aborted,
+            bucket,
+            key,
+        )
+    return aborted
+
+
+class ObjectWriter(io.RawIOBase):
+    """A write-only binary stream into one object, visible only after :meth:`commit`.
+
+    Holds up to ``block_size`` bytes; if the object stays that small, :meth:`commit` sends it with one
+    PUT (``pipe_file``). Beyond that it opens the object with ``autocommit=False`` and streams it in
+    ``block_size`` parts; :meth:`commit` completes that upload, :meth:`discard` aborts it.
+    """
+
+    def __init__(self, fs: Any, path: str, block_size: int = BLOCK_SIZE) -> None:
+        super().__init__()
+        self._fs = fs
+        self._path = path
+        self._block_size = block_size
+        self._buffer = bytearray()
+        self._file: Any = None
+        self._position = 0
+        self._done = False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        if self._done:
+            raise ValueError("write to a committed or discarded object")
+        size = len(memoryview(data).cast("B"))
+        if self._file is not None:
+            self._file.write(data)
+        else:
+            self._buffer += data
+            if len(self._buffer) > self._block_size:
+                self._file = self._fs.open(self._path, "wb", autocommit=False, block_size=self._block_size)
+                self._file.write(bytes(self._buffer))
+                self._buffer = bytearray()
+        self._position += size
+        return size
+
+    def tell(self) -> int:
+        return self._position
+
+    def commit(self) -> None:
+        """Make the object visible: one PUT, or the multipart upload completed."""
+        self._done = True
+        if self._file is None:
+            self._fs.pipe_file(self._path, bytes(self._buffer))
+            self._buffer = bytearray()
+        else:
+            self._file.close()
+            self._file.commit()
+        with contextlib.suppress(Exception):
+            self._fs.invalidate_cache(self._path)
+        super().close()
+
+    def discard(self) -> None:
+        """Drop what was written: nothing becomes visible; a multipart upload is aborted."""
+        self._done = True
+        self._buffer = bytearray()
+        if self._file is not None:
+            file, self._file = self._file, None
+            try:
+                file.discard()
+            finally:
+                file.closed = True  # never flush the rest on garbage collection
+        super().close()
+
+    def close(self) -> None:
+        if not self._done:
+            self.discard()
+        super().close()
+
+
 @contextlib.contextmanager
-def atomic_writer(destination: Any, mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open a temporary object beside ``destination``; move it into place when the block succeeds.
+def atomic_writer(destination: Any, mode: str = "wb", *, block_size: int = BLOCK_SIZE) -> Iterator[IO[Any]]:
+    """Open ``destination`` for writing; it appears (or is replaced) only when the block succeeds.
 
     :param destination: a local path, a URI (``s3://...``, ``file://...``) or an ``ObjectStoragePath``.
-    :param mode: ``"wb"`` or ``"w"``.
+    :param mode: ``"wb"`` or ``"w"`` (UTF-8).
+    :param block_size: bytes held in memory for an object store (one PUT below it, parts above).
     """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"atomic_writer mode must be 'wb' or 'w', not {mode!r}")
     path = to_path(destination)
-    suffix = f"{TEMP_MARKER}{uuid.uuid4().hex}"
-    remove_stale_temporaries(path)
-    if isinstance(path, str):
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        temp = os.path.join(directory, f".{os.path.basename(path)}{suffix}")
-        try:
-            with open(temp, mode) as handle:
-                yield handle
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
-            raise
-        return
-    with contextlib.suppress(Exception):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    temp_path = path.parent / f".{path.name}{suffix}"
-    try:
-        with temp_path.open(mode) as handle:
+    local = _local_of(path)
+    if local is not None:
+        with _local_writer(local, mode) as handle:
             yield handle
-        temp_path.move(path)
+        return
+    abort_incomplete_uploads(path)
+    writer = ObjectWriter(path.fs, str(path.path), block_size)
+    try:
+        if mode == "w":
+            text = io.TextIOWrapper(writer, encoding="utf-8", newline="", write_through=True)  # type: ignore[type-var]
+            yield text
+            text.flush()
+            text.detach()
+        else:
+            yield writer  # type: ignore[misc]
+        writer.commit()
     except BaseException:
         with contextlib.suppress(Exception):
-            temp_path.unlink()
+            writer.discard()
+        raise
+
+
+@contextlib.contextmanager
+def _local_writer(path: str, mode: str) -> Iterator[IO[Any]]:
+    remove_stale_temporaries(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    temp = os.path.join(directory, f".{os.path.basename(path)}{TEMP_MARKER}{uuid.uuid4().hex}")
+    try:
+        with open(temp, mode) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
         raise
