@@ -54,7 +54,6 @@ from airflow_provider_quamotion.triggers.quamotion import (
     hook_overrides,
     import_check,
     is_transient_error,
-    parse_body,
     run_check,
     safe_hook_settings,
 )
@@ -365,8 +364,14 @@ class QuamotionSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         """One call: ``False`` on 404 with ``not_found_ok``; else the check's verdict on the reply."""
+        from airflow_provider_quamotion.transport.jsonio import MAX_BODY_BYTES, read_json_or_text
+
         try:
-            response = self.hook.request(self.method, self.endpoint, params=self.query_params)
+            response = self.hook.request(self.method, self.endpoint, params=self.query_params, stream=True)
+            # the body is read within a byte budget, and the connection's timeout bounds all of it
+            body = read_json_or_text(
+                response, max_bytes=MAX_BODY_BYTES, deadline=time.time() + self.hook.settings.timeout
+            )
         except QuamotionNotFoundError:
             if not self.not_found_ok:
                 raise
@@ -384,8 +389,6 @@ class QuamotionSensor(BaseSensorOperator):
                 self.poke_interval,
             )
             return False
-        with response:
-            body = parse_body(response)
         done, xcom_value = self._judge(body)
         return PokeReturnValue(done, xcom_value)
 

@@ -314,9 +314,10 @@ def read_json_or_text(
     max_depth: int = MAX_JSON_DEPTH,
 ) -> Any:
     """:func:`read_body` then :func:`json_or_text`."""
+    encoding = getattr(response, "encoding", None)
     return json_or_text(
         read_body(response, max_bytes=max_bytes, deadline=deadline),
-        getattr(response, "encoding", None),
+        encoding if isinstance(encoding, str) else None,
         max_depth=max_depth,
     )
 

@@ -517,10 +517,32 @@ class QuamotionHttpTrigger(_QuamotionTriggerBase):
     async def _poll(self, hook: QuamotionAsyncHook, check: Any) -> TriggerEvent:
         retry_statuses = await self._retry_statuses(hook)
         last_error: str | None = None
+        from airflow_provider_quamotion.transport.jsonio import (
+            MAX_BODY_BYTES,
+            QuamotionResponseTooLargeError,
+            body_budget,
+        )
+
+        # the body is bounded as it is read: the event's size for the worker's check, else a budget
+        budget = MAX_BODY_BYTES if check is not None else self.max_event_bytes
         while True:
             try:
                 response = await hook.request(
-                    self.method, self.endpoint, params=self.params, deadline=self.deadline
+                    self.method,
+                    self.endpoint,
+                    params=self.params,
+                    deadline=self.deadline,
+                    auth=body_budget(budget, self.deadline),
+                )
+            except QuamotionResponseTooLargeError as err:
+                if check is not None:
+                    raise
+                return self._event(
+                    STATUS_ERROR,
+                    f"{self.method} {self.endpoint} returned more than the {self.max_event_bytes} bytes "
+                    "a trigger event may carry to the worker's response_check (reading stopped there). "
+                    "Poll a narrower endpoint, or give response_check as the dotted path of an "
+                    f"importable function so the triggerer judges the reply itself. ({err})",
                 )
             except QuamotionNotFoundError as err:
                 if not self.not_found_ok:
@@ -539,7 +561,10 @@ class QuamotionHttpTrigger(_QuamotionTriggerBase):
                 )
             else:
                 size = len(response.content)
-                body = parse_body(response)
+                # a large body (a path check's, up to the budget) is parsed off the event loop
+                body = (
+                    await asyncio.to_thread(parse_body, response) if size > 1 << 20 else parse_body(response)
+                )
                 if check is not None:
                     try:
                         verdict, xcom_value = run_check(check, body)
@@ -591,12 +616,10 @@ class QuamotionHttpTrigger(_QuamotionTriggerBase):
 
 def parse_body(response: Any) -> Any:
     """A reply's parsed JSON, or its text when it is not JSON, or ``None`` when it is empty."""
-    if not response.content:
-        return None
-    try:
-        return response.json()
-    except ValueError:
-        return response.text
+    from airflow_provider_quamotion.transport.jsonio import json_or_text
+
+    encoding = getattr(response, "encoding", None)
+    return json_or_text(response.content, encoding if isinstance(encoding, str) else None)
 
 
 def _json_size(value: Any) -> int:
