@@ -7,7 +7,7 @@ does: ``quamotion_export_base``, ``quamotion_app_path``, ``quamotion_test_packag
 a run and uploads an app and a package, which the session sandbox's users must not see), with short
 run durations.
 
-The daily export and the API DAG also run as Airflow 3 triggers them by default, without a logical
+The three DAGs also run as Airflow 3 triggers them by default, without a logical
 date (``dag.test(logical_date=None)``: no ``ds``, no data interval, as after the UI's Trigger button
 or ``airflow dags trigger``): the export writes the last complete interval, into the partition named
 after that window, and logs which.
@@ -133,11 +133,11 @@ def dag_env(out: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def no_date_runs(example_sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> dict[str, DagRun]:
-    """The daily export and the API DAG run without a logical date, in parallel."""
+    """The three example DAGs run without a logical date, in parallel."""
     migrated_template()
     root = tmp_path_factory.mktemp("example-dags-no-date")
     runs: dict[str, DagRun] = {}
-    for dag_id in ("quamotion_daily_export", "quamotion_api_and_sensor"):
+    for dag_id in DAG_IDS:
         out = root / dag_id
         runs[dag_id] = NoDateRun(
             dag_id, out / "home", out, dags_folder=EXAMPLE_DAGS, extra_env=dag_env(out)
@@ -290,6 +290,26 @@ def test_api_and_sensor_without_a_logical_date(no_date_runs: dict[str, DagRun]) 
     path = exports(run) / "raw" / str(run_after)[:10] / "testRun.json"
     assert run.xcom("all_test_runs_to_storage") == f"file://{path}"
     assert json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_nightly_test_run_without_a_logical_date(no_date_runs: dict[str, DagRun]) -> None:
+    run = no_date_runs["quamotion_nightly_test_run"]
+    assert_all_tasks_succeeded(
+        run,
+        {
+            "upload_app",
+            "upload_test_package",
+            "start_test_run",
+            "wait_for_test_run",
+            "save_logs_and_artifacts",
+            "export_run_jobs",
+        },
+    )
+    ((logical,),) = run.query("SELECT logical_date FROM dag_run WHERE dag_id = ?", run.dag_id)
+    assert logical is None
+    folder = exports(run) / "test_run_artifacts" / run.xcom("start_test_run")
+    jobs = read_jsonl(folder / "jobs.jsonl")
+    assert jobs and all((folder / f"job-{job['id']}.log").is_file() for job in jobs)
 
 
 IMPORT_PROBE = r"""
