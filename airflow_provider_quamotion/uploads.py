@@ -15,6 +15,26 @@ from typing import IO, Any
 from airflow_provider_quamotion.exceptions import QuamotionConfigError
 
 
+def _open_object(path: Any) -> tuple[IO[bytes], int]:
+    """Open an object storage path for reading, stating it once (the open's own metadata request).
+
+    Reads go through a :data:`~airflow_provider_quamotion.storage.BLOCK_SIZE` read-ahead buffer
+    (``ObjectStoragePath.open`` would let s3fs buffer 50 MiB).
+    """
+    from airflow_provider_quamotion.storage import BLOCK_SIZE
+
+    fs = getattr(path, "fs", None)
+    if fs is not None and hasattr(path, "path"):
+        stream: IO[bytes] = fs.open(str(path.path), "rb", block_size=BLOCK_SIZE)
+    else:
+        stream = path.open("rb")
+    size = getattr(stream, "size", None)
+    if size is None:
+        info = path.stat()
+        size = info["size"] if isinstance(info, dict) else info.st_size
+    return stream, int(size)
+
+
 class MultipartFile:
     """A ``multipart/form-data`` body holding one file part, read lazily.
 
@@ -50,8 +70,7 @@ class MultipartFile:
                 stream: IO[bytes] = open(path, "rb")  # noqa: SIM115 - closed by __exit__
                 size = os.fstat(stream.fileno()).st_size
             else:
-                size = int(path.stat()["size"] if isinstance(path.stat(), dict) else path.stat().st_size)
-                stream = path.open("rb")
+                stream, size = _open_object(path)
         except FileNotFoundError:
             raise QuamotionConfigError(
                 f"Cannot upload {os.fspath(path) if local else path}: no such file."

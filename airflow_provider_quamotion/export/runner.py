@@ -25,11 +25,16 @@ class ExportResult:
     :param summary: the small XCom value: destination, rows, since, until, resource.
     :param source_namespace: OpenLineage namespace of the input (``quamotion://host``).
     :param source_name: OpenLineage name of the input (``project/resource``).
+    :param target_namespace: OpenLineage namespace of a file output: ``file``, or the store's own
+        (``s3://bucket``, without the connection id); ``None`` for a table.
+    :param target_name: OpenLineage name of a file output: the absolute path or the object key.
     """
 
     summary: dict[str, Any]
     source_namespace: str
     source_name: str
+    target_namespace: str | None = None
+    target_name: str | None = None
 
 
 def check_target(destination: Any, sql_conn_id: str | None, table: str | None) -> None:
@@ -65,7 +70,7 @@ def run_export(
     :param hook_settings: keyword arguments of the hook (overrides of the connection's settings).
     """
     from airflow_provider_quamotion.hooks.quamotion import QuamotionHook
-    from airflow_provider_quamotion.storage import uri_of
+    from airflow_provider_quamotion.storage import lineage_of, uri_of
 
     res = resolve_resource(resource, endpoint)
     window = Window.of(since, until)
@@ -92,6 +97,7 @@ def run_export(
         params=params,
         max_concurrency=int(max_concurrency),
     )
+    target: tuple[str | None, str | None] = (None, None)
     try:
         if db_hook is not None:
             assert table is not None
@@ -115,6 +121,7 @@ def run_export(
                 batch_size=batch_size or DEFAULT_BATCH_SIZE,
             )
             where = uri_of(destination)
+            target = lineage_of(destination)
         namespace, name = _source(hook, label)
     finally:
         rows.close()
@@ -122,7 +129,7 @@ def run_export(
     since_iso, until_iso = window.iso()
     log.info("Exported %d %s rows to %s", n, label, where)
     summary = {"destination": where, "rows": n, "since": since_iso, "until": until_iso, "resource": label}
-    return ExportResult(summary, namespace, name)
+    return ExportResult(summary, namespace, name, *target)
 
 
 def _source(hook: Any, label: str) -> tuple[str, str]:
