@@ -18,6 +18,13 @@ GOALS: dict[str, tuple[str, str, float | None]] = {
     "export_throughput_vs_naive": ("records/s of the export operator / naive requests + .json()", ">=", 1.0),
     "jobs_fanout_speedup_vs_sequential": ("jobs export, 2,000 runs, 20 ms latency: 8-way / 1-way", ">=", 6),
     "jobs_fanout_ratio_to_floor": ("8-way wall time / (requests x latency / 8)", "report", None),
+    "jobs_fanout_32_ratio_to_floor": ("32-way wall time / (requests x latency / 32)", "<=", 1.3),
+    "jobs_fanout_faulty_over_clean": (
+        "8-way wall time with 20% 429/503/drop (Retry-After: 0) / clean",
+        "<=",
+        1.5,
+    ),
+    "jobs_fanout_faulty_failures": ("exports failed outright, of 10 faulty 8-way exports", "==", 0),
     "parse_import_overhead_ms": (
         "median import of operator + sensor modules on top of airflow.sdk, ms",
         "<=",
