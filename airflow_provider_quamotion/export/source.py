@@ -32,9 +32,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
-#: Runs whose jobs are requested ahead of the one being written, per worker: the look-ahead that lets
-#: the other workers go on while one request waits on a retry (each held run is one small job list).
-IN_FLIGHT_PER_WORKER = 16
+#: Runs whose jobs are requested ahead of the one being written, per worker: the bounded reorder
+#: buffer that lets completed work run ahead while one request waits on a retry (its backoff can be
+#: a second or more: at 20 ms a request, 8 workers need ~400 runs of work ahead to stay busy). Each
+#: held run is one small job list, so memory is bounded by this window, never by the export's size.
+IN_FLIGHT_PER_WORKER = 64
 
 
 class Row(NamedTuple):
