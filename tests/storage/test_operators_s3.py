@@ -137,7 +137,7 @@ def test_api_operator_output_path_to_s3_matches_a_local_download(
     assert pending_uploads(s3) == []
 
 
-def test_upload_from_s3_states_the_source_once(m: Any, s3: Any, moto_s3: MotoS3) -> None:
+def test_upload_from_s3_stats_the_source_once(m: Any, s3: Any, moto_s3: MotoS3) -> None:
     from airflow.sdk import ObjectStoragePath
 
     from airflow_provider_quamotion.hooks.quamotion import QuamotionHook
