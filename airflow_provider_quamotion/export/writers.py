@@ -1,9 +1,11 @@
 """Writers: a stream of records -> one file (jsonl, csv or parquet), written atomically.
 
-Every writer writes through :func:`~airflow_provider_quamotion.storage.atomic_writer`: a temporary
-object beside the destination, moved into place only when the last record is written. Any failure,
-``KeyboardInterrupt`` and Airflow's task termination included, removes the temporary object and
-leaves the destination as it was. Output is deterministic: the same records give the same bytes.
+Every writer writes through :func:`~airflow_provider_quamotion.storage.atomic_writer`: a local file
+is written beside the destination and renamed into place, an object (S3, GCS, Azure) is uploaded
+straight to its key and appears only when the last record is written (one PUT up to 5 MiB, a
+multipart upload of 5 MiB parts above). Any failure, ``KeyboardInterrupt`` and Airflow's task
+termination included, leaves the destination as it was and nothing visible (a multipart upload is
+aborted). Output is deterministic: the same records give the same bytes.
 
 * ``jsonl``: one compact JSON object per line, keys in the order served (or ``fields=``' order).
 * ``csv``: a header, then one row per record; the columns and cells follow
