@@ -176,6 +176,9 @@ def test_airflow_dags_test_leaves_no_secret_in_logs_xcom_or_database(
         "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "DEBUG",
+        "AIRFLOW__LOGGING__NAMESPACE_LEVELS": (
+            "airflow_provider_quamotion=DEBUG msal=DEBUG urllib3=DEBUG httpx=DEBUG httpcore=DEBUG"
+        ),
         "AIRFLOW_CONN_QUAMOTION_DEFAULT": sb.connection_json,
     }
     airflow = str(Path(sys.executable).parent / "airflow")
@@ -194,6 +197,10 @@ def test_airflow_dags_test_leaves_no_secret_in_logs_xcom_or_database(
     assert xcom_count >= 3
     assert sb.counters()["tokens_issued"] >= 1
     assert "jobs rows to file://" in outputs[1], "the task logs should be in the output scanned"
+    # the libraries' DEBUG records are in what is scanned (httpx's own logger stays at Airflow's
+    # WARNING; httpcore, below it, logs every request of the async client)
+    for library in ("urllib3", "msal", "httpcore"):
+        assert f"[{library}" in outputs[1], f"{library}'s log records should be in the output scanned"
     scanned = [p for p in home.rglob("*") if p.is_file()]
     secrets = [sb.client_secret, sb.api_key]
     for text in outputs:
