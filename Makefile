@@ -13,9 +13,9 @@ export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 AIRFLOW_OLDEST ?= 3.2.0
 OLDEST_VENV ?= .venv-oldest
 OLDEST_STAMP := $(OLDEST_VENV)/.installed-$(AIRFLOW_OLDEST)
-OLDEST_TESTS ?= tests/hooks tests/test_api.py tests/test_transport.py tests/test_storage.py \
-	tests/test_provider_info.py tests/operators tests/links tests/sensors/test_quamotion.py \
-	tests/triggers tests/export/test_units.py
+OLDEST_TESTS ?= tests/hooks tests/test_api.py tests/test_transport.py tests/transport tests/test_storage.py \
+	tests/test_settings.py tests/test_provider_info.py tests/operators tests/links tests/sensors/test_quamotion.py \
+	tests/triggers tests/export/test_units.py tests/export/test_window.py tests/security/test_trust_boundary.py
 
 .PHONY: help venv system-deps lint typecheck unit test test-oldest demo bench docs build clean
 
