@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import enum
 import logging
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import unquote
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +66,17 @@ def schedule(schedule_id: int | str) -> str:
 
 def _segment(value: int | str) -> str:
     text = str(value)
-    if not text or "/" in text or text in {".", ".."} or "?" in text or "#" in text:
-        raise ValueError(f"{value!r} is not a valid path segment (an id must not contain '/', '?' or '#')")
+    # read as a server would: percent-decoded (repeatedly: %252e is %2e once decoded), a "%2e%2e"
+    # id is "..", and "%2f" a "/"; either would change the request's path
+    decoded, seen = text, set()
+    while "%" in decoded and decoded not in seen:
+        seen.add(decoded)
+        decoded = unquote(decoded)
+    if not text or decoded in {".", ".."} or any(c in s for s in (text, decoded) for c in "/\\?#"):
+        raise ValueError(
+            f"{value!r} is not a valid path segment (an id must not be '.' or '..' or contain '/', "
+            "'\\', '?' or '#', also percent-encoded)"
+        )
     return text
 
 
@@ -92,6 +103,98 @@ def unwrap_list(payload: Any) -> list[Any]:
     raise TypeError(
         f"expected a JSON array (or an object with a {LIST_WRAPPER_KEY!r} array), got {type(payload).__name__}"
     )
+
+
+def jobs_from_reply(payload: Any, where: str = "testRun/{id}/jobs") -> list[dict[str, Any]]:
+    """The jobs of a ``testRun/{id}/jobs`` reply, checked: an array of job objects with a status.
+
+    :raises QuamotionResponseError: naming what was expected and what came instead (an object, an
+        array of numbers or of arrays, a job without a ``status`` string).
+    """
+    from airflow_provider_quamotion.exceptions import QuamotionResponseError
+
+    try:
+        records = unwrap_list(payload)
+    except TypeError as err:
+        raise QuamotionResponseError(f"{where}: {err}") from None
+    for index, job in enumerate(records):
+        if not isinstance(job, Mapping):
+            raise QuamotionResponseError(
+                f"{where}: expected an array of job objects, item {index} is a {type(job).__name__}"
+            )
+        if not isinstance(job.get(JOB_STATUS), str):
+            raise QuamotionResponseError(
+                f"{where}: expected each job to have a {JOB_STATUS!r} string, job {index} "
+                f"(id {job.get(JOB_ID)!r}) has {type(job.get(JOB_STATUS)).__name__}"
+            )
+    return [dict(job) for job in records]
+
+
+# --- starting a test run -------------------------------------------------------------------------
+
+DEVICE_GROUP_ID = "deviceGroupId"
+DEVICE_GROUP_NAME = "name"
+#: The fields of a ``deviceGroup`` object in a start request (the C# client's ``DeviceGroup`` model).
+DEVICE_GROUP_OBJECT_FIELDS = (DEVICE_GROUP_ID, DEVICE_GROUP_NAME, "devices", "variables")
+
+
+def device_group_object(group: Mapping[str, Any] | str) -> dict[str, Any]:
+    """The ``deviceGroup`` object of a start request: a group record's id, name, devices and variables.
+
+    A bare string (an id or a name the caller could not resolve) becomes ``{"deviceGroupId": ...}``
+    when it looks like a GUID, else ``{"name": ...}``.
+    """
+    if isinstance(group, Mapping):
+        return {k: group[k] for k in DEVICE_GROUP_OBJECT_FIELDS if k in group and group[k] is not None}
+    text = str(group)
+    return {DEVICE_GROUP_ID: text} if is_guid(text) else {DEVICE_GROUP_NAME: text}
+
+
+def is_guid(value: str) -> bool:
+    """Whether ``value`` is a GUID (any case, with or without braces)."""
+    try:
+        uuid.UUID(value.strip())
+    except (ValueError, AttributeError):
+        return False
+    return True
+
+
+def create_test_run_request(
+    app: Mapping[str, Any],
+    test_package: Mapping[str, Any],
+    device_group: Mapping[str, Any] | str,
+    *,
+    parameters: str = "",
+    environment: Mapping[str, str] | None = None,
+    schedule: str = "",
+    results_callback: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The body of ``POST testRun`` (the one place it is built).
+
+    It carries both a ``deviceGroupId`` (what the Java client, the Jenkins plugin and the Bitrise
+    step send: a GUID, or a name in Bitrise) and a whole ``deviceGroup`` object (what the C# client
+    sends since May 2018), so either contract is met. ``resultsCallBack`` is sent only when given:
+    no vendor client sends it with empty strings.
+
+    :param device_group: the device group record (``deviceGroupId``, ``name``, ``devices``,
+        ``variables``), or its id or name.
+    :param results_callback: ``{"apiKey", "endPoint"}``; omitted when ``None`` or empty.
+    """
+    group = device_group_object(device_group)
+    group_id = group.get(DEVICE_GROUP_ID) or group.get(DEVICE_GROUP_NAME) or str(device_group)
+    body: dict[str, Any] = {
+        "app": dict(app),
+        "testPackage": {"name": test_package.get("name"), "version": test_package.get("version")},
+        DEVICE_GROUP_ID: group_id,
+        "deviceGroup": group,
+        "schedule": schedule,
+        "testScriptParameters": parameters,
+        "testScriptEnvironmentVariables": dict(environment or {}),
+    }
+    callback = {k: v for k, v in (results_callback or {}).items() if v not in (None, "")}
+    if callback:
+        body["resultsCallBack"] = callback
+    return body
 
 
 # --- resources the export operator knows ----------------------------------------------------------

@@ -215,7 +215,7 @@ class QuamotionHook(_QuamotionHookBase):
         self,
         app: Mapping[str, Any],
         test_package: Mapping[str, Any],
-        device_group_id: str,
+        device_group: Mapping[str, Any] | str,
         *,
         parameters: str = "",
         environment: Mapping[str, str] | None = None,
@@ -224,31 +224,50 @@ class QuamotionHook(_QuamotionHookBase):
     ) -> dict[str, Any]:
         """Start a test run (``POST testRun``; never repeated by a retry once it may have arrived).
 
+        The request names the device group twice, as ``deviceGroupId`` and as a whole
+        ``deviceGroup`` object (see :func:`api.create_test_run_request`). Given only an id or a name, the
+        group's record is looked up in ``GET deviceGroup`` to fill the object; a group the list does
+        not hold (an ad-hoc group, a name only the service resolves) is sent as given.
+
         :param app: the application record (or ``operatingSystem``, ``appId``, ``version``).
         :param test_package: the test package (``name``, ``version``).
-        :param device_group_id: the device group's id (or name).
+        :param device_group: the device group record, or its id (or name).
         :param parameters: test script parameters.
         :param environment: test script environment variables.
         :param schedule: ``""`` to run now, or a cron string for a recurring run.
-        :param results_callback: ``{"apiKey", "endPoint"}`` to be called back with results.
+        :param results_callback: ``{"apiKey", "endPoint"}`` to be called back with results; omitted
+            from the request when not given.
         """
-        body = {
-            "app": dict(app),
-            "testPackage": {"name": test_package.get("name"), "version": test_package.get("version")},
-            "deviceGroupId": device_group_id,
-            "schedule": schedule,
-            "testScriptParameters": parameters,
-            "testScriptEnvironmentVariables": dict(environment or {}),
-            "resultsCallBack": dict(results_callback or {"apiKey": "", "endPoint": ""}),
-        }
+        group: Mapping[str, Any] | str = device_group
+        if not isinstance(device_group, Mapping):
+            group = self._device_group_record(str(device_group)) or str(device_group)
+        body = api.create_test_run_request(
+            app,
+            test_package,
+            group,
+            parameters=parameters,
+            environment=environment,
+            schedule=schedule,
+            results_callback=results_callback,
+        )
         run = parse_json(self.request("POST", api.TEST_RUNS, json=body))
         if not isinstance(run, Mapping) or not run.get(api.TEST_RUN_ID):
             raise QuamotionError(f"POST testRun returned no {api.TEST_RUN_ID}: {json.dumps(run)[:200]}")
         return dict(run)
 
+    def _device_group_record(self, key: str) -> dict[str, Any] | None:
+        """The device group whose id (any case) or name is ``key``, or ``None``."""
+        groups = [g for g in self.list_device_groups() if isinstance(g, Mapping)]
+        for group in groups:
+            if str(group.get(api.DEVICE_GROUP_ID, "")).lower() == key.lower():
+                return dict(group)
+        named = [g for g in groups if g.get(api.DEVICE_GROUP_NAME) == key]
+        return dict(named[0]) if len(named) == 1 else None
+
     def list_jobs(self, test_run_id: str) -> list[dict[str, Any]]:
-        """A test run's jobs (empty while it is queued)."""
-        return self.list_records(api.test_run_jobs(test_run_id))
+        """A test run's jobs (empty while it is queued); a malformed reply is a ``QuamotionResponseError``."""
+        endpoint = api.test_run_jobs(test_run_id)
+        return api.jobs_from_reply(self.get_json(endpoint), f"GET {endpoint}")
 
     def get_job(self, job_id: int | str) -> dict[str, Any]:
         """One job."""
@@ -365,4 +384,5 @@ class QuamotionAsyncHook(_QuamotionHookBase):
 
     async def list_jobs(self, test_run_id: str, *, deadline: float | None = None) -> list[dict[str, Any]]:
         """A test run's jobs."""
-        return api.unwrap_list(await self.get_json(api.test_run_jobs(test_run_id), deadline=deadline))
+        endpoint = api.test_run_jobs(test_run_id)
+        return api.jobs_from_reply(await self.get_json(endpoint, deadline=deadline), f"GET {endpoint}")

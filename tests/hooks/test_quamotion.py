@@ -9,12 +9,14 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
 import requests
 import requests_mock as rm
 
+from airflow_provider_quamotion import api
 from airflow_provider_quamotion.exceptions import (
     QuamotionApiError,
     QuamotionAuthError,
@@ -571,6 +573,80 @@ def test_resource_methods_call_their_endpoints() -> None:
         assert sent["schedule"] == ""
     with pytest.raises(ValueError, match="not a valid path segment"):
         hook.get_job("../x")
+
+
+GROUP_GUID = "4a7cf261-fa75-4a18-a564-718ebefba390"
+GROUP = {
+    "deviceGroupId": GROUP_GUID,
+    "name": "physical-android-8",
+    "displayName": "Physical Android 8",
+    "devices": [{"deviceSelectionId": "d1", "name": "Nexus", "tags": ["android"], "variables": {}}],
+    "variables": {"K": "V"},
+}
+
+
+def _start_with(device_group: Any, **kwargs: Any) -> tuple[dict[str, Any], rm.Mocker]:
+    with rm.Mocker() as m:
+        mock_aad(m)
+        mock_projects(m)
+        p = f"{HOST}/project/acme/api"
+        m.get(f"{p}/deviceGroup", json=[GROUP, {"deviceGroupId": "other", "name": "x"}])
+        start = m.post(f"{p}/testRun", json={"testRunId": "r2"})
+        _hook().start_test_run(
+            {"appId": "a", "version": "1"}, {"name": "pkg", "version": "0.1"}, device_group, **kwargs
+        )
+        return start.last_request.json(), m
+
+
+@pytest.mark.parametrize("ref", [GROUP_GUID, GROUP_GUID.upper(), "physical-android-8", GROUP])
+def test_start_sends_device_group_id_and_the_whole_group(ref: Any) -> None:
+    sent, _ = _start_with(ref)
+    assert sent["deviceGroupId"] == GROUP_GUID
+    assert sent["deviceGroup"] == {
+        "deviceGroupId": GROUP_GUID,
+        "name": "physical-android-8",
+        "devices": GROUP["devices"],
+        "variables": {"K": "V"},
+    }
+
+
+def test_start_with_an_ad_hoc_group_object_sends_it_whole() -> None:
+    ad_hoc = {"deviceGroupId": "0b0f5f8e-7c5e-4a43-9a3f-2f1d3d3c9d11", "devices": [{"tags": ["ios"]}]}
+    sent, m = _start_with(ad_hoc)
+    assert sent["deviceGroupId"] == ad_hoc["deviceGroupId"]
+    assert sent["deviceGroup"] == ad_hoc
+    assert not [r for r in m.request_history if r.url.endswith("/deviceGroup")]  # no lookup needed
+
+
+def test_start_with_a_group_the_list_does_not_hold_sends_it_as_given() -> None:
+    sent, _ = _start_with("some-name")
+    assert sent["deviceGroupId"] == "some-name"
+    assert sent["deviceGroup"] == {"name": "some-name"}
+
+
+def test_start_omits_results_callback_unless_given() -> None:
+    sent, _ = _start_with(GROUP)
+    assert "resultsCallBack" not in sent
+    assert "" not in [v for v in sent.values() if isinstance(v, dict) for v in v.values()]
+    sent, _ = _start_with(GROUP, results_callback={"apiKey": "k", "endPoint": "https://ci.example/cb"})
+    assert sent["resultsCallBack"] == {"apiKey": "k", "endPoint": "https://ci.example/cb"}
+    sent, _ = _start_with(GROUP, results_callback={"apiKey": "", "endPoint": ""})
+    assert "resultsCallBack" not in sent
+
+
+def test_the_payload_has_one_builder() -> None:
+    body = api.create_test_run_request(
+        {"appId": "a"}, {"name": "p", "version": "1"}, GROUP, schedule="0 6 * * *"
+    )
+    assert body == {
+        "app": {"appId": "a"},
+        "testPackage": {"name": "p", "version": "1"},
+        "deviceGroupId": GROUP_GUID,
+        "deviceGroup": api.device_group_object(GROUP),
+        "schedule": "0 6 * * *",
+        "testScriptParameters": "",
+        "testScriptEnvironmentVariables": {},
+    }
 
 
 def test_test_connection_reports_success_and_failure() -> None:
