@@ -181,3 +181,30 @@ def test_paths() -> None:
     assert api.job_artifacts(5) == "job/5/artifacts"
     assert api.schedule(9) == "schedule/9"
     assert api.RESOURCES["jobs"].windowed and not api.RESOURCES["projects"].windowed
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "%2e%2e",
+        "%2E%2e",
+        ".%2e",
+        "%2e",
+        "%2E%2E",
+        "%252e%252e",
+        "run%2f..",
+        "a%5cb",
+        "a\\b",
+        "x%3fy",
+        "x%23y",
+    ],
+)
+def test_percent_encoded_dot_segments_and_separators_are_refused(bad: str) -> None:
+    for make in (api.job, api.job_log, api.job_artifacts, api.schedule, api.test_run_jobs):
+        with pytest.raises(ValueError, match="not a valid path segment"):
+            make(bad)
+
+
+def test_ordinary_ids_with_percent_signs_still_pass() -> None:
+    assert api.job("%41b") == "job/%41b"
+    assert api.test_run_jobs("run-1") == "testRun/run-1/jobs"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -32,6 +33,8 @@ class Hostile:
     port: int
     sent: dict[str, int] = field(default_factory=dict)
     done: dict[str, threading.Event] = field(default_factory=dict)
+    jobs: bytes = b"[]"
+    location: str = ""
 
     def wait(self, path: str) -> int:
         """What the server had sent on ``path`` when the client hung up (or it gave up)."""
@@ -83,6 +86,19 @@ def _serve(state: Hostile) -> ThreadingHTTPServer:
                         self.wfile.flush()
                         state.sent[path] += 8
                         time.sleep(0.5)
+                elif path == "/api/project":
+                    body = b'[{"name": "p", "relativeUrl": "/project/p/"}]'
+                    self._head(200, len(body))
+                    self.wfile.write(body)
+                elif path.endswith("/jobs"):
+                    body = state.jobs
+                    self._head(200, len(body))
+                    self.wfile.write(body)
+                elif path == "/bad-location":
+                    self.send_response(302)
+                    self.send_header("Location", state.location)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
                 else:
                     body = b'{"version": "hostile"}'
                     self._head(200, len(body))
@@ -120,7 +136,7 @@ def hostile(monkeypatch: pytest.MonkeyPatch) -> Iterator[Hostile]:
         server.server_close()
 
 
-async def _first_event(trigger: QuamotionHttpTrigger) -> dict[str, Any]:
+async def _first_event(trigger: Any) -> dict[str, Any]:
     async def run() -> dict[str, Any]:
         async for event in trigger.run():
             return dict(event.payload)
@@ -177,3 +193,40 @@ def test_a_trickled_body_cannot_keep_a_poke_past_the_timeout(hostile: Hostile) -
     assert sensor.poke({}) is False  # a timeout: poke again later
     assert time.monotonic() - start < 6  # timeout 2 s for the whole body, which takes 8 s
     assert hostile.wait("/trickle") < 16 * 8
+
+
+@pytest.mark.parametrize(
+    ("jobs", "expected"),
+    [
+        (b'{"jobs": []}', "expected a JSON array"),
+        (b"[1, 2, 3]", "expected an array of job objects, item 0 is a int"),
+        (b'[[{"status": "success"}]]', "expected an array of job objects, item 0 is a list"),
+        (b'[{"id": 7, "name": "pixel"}]', "expected each job to have a 'status' string, job 0 (id 7)"),
+        (b"[" * 100_000 + b"]" * 100_000, "more than 64 levels deep"),
+    ],
+    ids=["object", "numbers", "nested", "no-status", "deep"],
+)
+def test_a_malformed_jobs_reply_is_one_response_error_naming_what_was_expected(
+    hostile: Hostile, jobs: bytes, expected: str
+) -> None:
+    from airflow_provider_quamotion.exceptions import QuamotionResponseError
+    from airflow_provider_quamotion.hooks.quamotion import QuamotionAsyncHook, QuamotionHook
+    from airflow_provider_quamotion.triggers.quamotion import QuamotionTestRunTrigger
+
+    hostile.jobs = jobs
+    with pytest.raises(QuamotionResponseError, match=re.escape(expected)):
+        QuamotionHook().list_jobs("r1")
+
+    async def async_jobs() -> None:
+        hook = QuamotionAsyncHook()
+        try:
+            await hook.list_jobs("r1")
+        finally:
+            await hook.aclose()
+
+    with pytest.raises(QuamotionResponseError, match=re.escape(expected)):
+        asyncio.run(async_jobs())
+    trigger = QuamotionTestRunTrigger("r1", poll_interval=0.1, deadline=time.time() + 30)
+    event = asyncio.run(_first_event(trigger))
+    assert event["status"] == "error"
+    assert "QuamotionResponseError" in event["message"] and expected in event["message"]
