@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import mimetypes
 import os
+import stat
 import uuid
 from types import TracebackType
 from typing import IO, Any
@@ -33,6 +34,41 @@ def _open_object(path: Any) -> tuple[IO[bytes], int]:
         info = path.stat()
         size = info["size"] if isinstance(info, dict) else info.st_size
     return stream, int(size)
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def _open_regular_file(path: str) -> IO[bytes]:
+    """Open ``path`` for reading if it is a regular file, else a :class:`QuamotionConfigError`.
+
+    A directory, a FIFO (whose open would wait for a writer), a device (``/dev/zero`` never ends)
+    or a socket is refused before any request. The file is opened without blocking and checked on
+    the open descriptor, so a path swapped between the check and the open is caught too.
+    """
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise QuamotionConfigError(f"Cannot upload {path}: it is {_kind(mode)}, not a regular file.")
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise QuamotionConfigError(f"Cannot upload {path}: it is {_kind(mode)}, not a regular file.")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 class MultipartFile:
@@ -67,13 +103,17 @@ class MultipartFile:
         name = os.path.basename(os.fspath(path)) if local else str(getattr(path, "name", "upload"))
         try:
             if local:
-                stream: IO[bytes] = open(path, "rb")  # noqa: SIM115 - closed by __exit__
+                stream: IO[bytes] = _open_regular_file(os.fspath(path))
                 size = os.fstat(stream.fileno()).st_size
             else:
                 stream, size = _open_object(path)
         except FileNotFoundError:
             raise QuamotionConfigError(
                 f"Cannot upload {os.fspath(path) if local else path}: no such file."
+            ) from None
+        except OSError as err:
+            raise QuamotionConfigError(
+                f"Cannot upload {os.fspath(path) if local else path}: {err.strerror or err}."
             ) from None
         return cls(stream, size, name, field)
 
