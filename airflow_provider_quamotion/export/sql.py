@@ -98,9 +98,16 @@ def load_table(
     iterator = iter(rows)
     first = next(iterator, None)
     names = list(columns.fix(first.record if first is not None else None))
-    reserved = {SCHEDULED_COLUMN, RECORD_COLUMN} & set(names)
+    # databases fold the case of names (SQLite, MySQL, SQL Server always; an unquoted name too):
+    # "_RECORD" is the "_record" column there
+    reserved_names = {SCHEDULED_COLUMN.casefold(), RECORD_COLUMN.casefold()}
+    reserved = sorted(n for n in names if n.casefold() in reserved_names)
     if reserved:
-        raise QuamotionConfigError(f"Column name(s) {sorted(reserved)} are reserved by the SQL export.")
+        raise QuamotionConfigError(
+            f"Column name(s) {reserved} collide with the columns {SCHEDULED_COLUMN!r} and "
+            f"{RECORD_COLUMN!r} the SQL export reserves (names are compared ignoring case); "
+            "choose other columns with fields=."
+        )
     all_names = [*names, *([SCHEDULED_COLUMN] if windowed else []), RECORD_COLUMN]
     target = quote_table(hook, table)
     quoted = [quote(hook, n) for n in all_names]

@@ -235,3 +235,15 @@ def test_identifier_quoting() -> None:
     assert quote_table(MySqlLike(), "t") == "`t`"
     with pytest.raises(QuamotionConfigError):
         quote_table(FakeHook(), "raw.")
+
+
+@pytest.mark.parametrize("key", ["_record", "_RECORD", "_Record", "_SCHEDULED_UTC", "_scheduled_utc"])
+def test_a_record_key_that_is_a_reserved_sql_column_in_any_case_is_a_clear_error(key: str) -> None:
+    from airflow_provider_quamotion.export.source import Row
+    from airflow_provider_quamotion.export.sql import load_table
+
+    rows = [Row({"testRunId": "r1", key: "x"}, None)]
+    with pytest.raises(
+        QuamotionConfigError, match=r"collide with the columns '_scheduled_utc' and '_record'"
+    ):
+        load_table(object(), "runs", rows, Columns(None), windowed=False, window=Window.of("2024-01-01"))
