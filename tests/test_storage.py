@@ -56,3 +56,34 @@ def test_object_storage_paths(tmp_path: Path) -> None:
     assert (tmp_path / "o" / "x.txt").read_text() == "hello"
     assert os.listdir(tmp_path / "o") == ["x.txt"]
     assert uri_of(str(tmp_path / "o" / "x.txt")) == f"file://{tmp_path}/o/x.txt"
+
+
+def test_lineage_is_the_stores_own_namespace_and_key(tmp_path: Path) -> None:
+    from airflow.sdk import ObjectStoragePath
+
+    from airflow_provider_quamotion.storage import lineage_of
+
+    assert lineage_of(str(tmp_path / "a" / ".." / "r.csv")) == ("file", str(tmp_path / "r.csv"))
+    assert lineage_of(f"file://{tmp_path}/r.csv") == ("file", str(tmp_path / "r.csv"))
+    assert lineage_of(ObjectStoragePath(f"file://{tmp_path}/r.csv")) == ("file", str(tmp_path / "r.csv"))
+    # the connection id says how Airflow reaches the bucket; it is not part of the dataset
+    assert lineage_of("s3://aws_default@lake/q/dt=2024-01-02/runs.jsonl") == (
+        "s3://lake",
+        "q/dt=2024-01-02/runs.jsonl",
+    )
+    assert lineage_of(ObjectStoragePath("s3://lake/q/runs.jsonl", conn_id="aws_default")) == (
+        "s3://lake",
+        "q/runs.jsonl",
+    )
+    # the printable URI keeps it, so a downstream ObjectStoragePath(uri) reaches the same store
+    assert uri_of("s3://aws_default@lake/q/runs.jsonl") == "s3://aws_default@lake/q/runs.jsonl"
+
+
+def test_local_object_storage_paths_are_written_as_local_files(tmp_path: Path) -> None:
+    from airflow.sdk import ObjectStoragePath
+
+    target = ObjectStoragePath(f"file://{tmp_path}/new/dir/x.bin")
+    with atomic_writer(target) as out:
+        assert out.name.startswith(str(tmp_path / "new" / "dir" / f".x.bin{TEMP_MARKER}"))
+        out.write(b"x")
+    assert (tmp_path / "new" / "dir" / "x.bin").read_bytes() == b"x"
