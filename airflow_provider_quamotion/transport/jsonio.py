@@ -326,15 +326,18 @@ def body_budget(max_bytes: int = MAX_BODY_BYTES, deadline: float | None = None) 
     """An ``auth=`` argument for ``httpx`` that bounds a reply's body as ``httpx`` reads it.
 
     ``httpx`` hands an auth flow each reply before reading its body; this one wraps the body's
-    stream so that reading stops past ``max_bytes`` (:class:`QuamotionResponseTooLargeError`) or at
-    ``deadline`` (:class:`QuamotionTimeoutError`, also while waiting for the next chunk), whether
-    ``httpx`` reads it whole (``client.request``) or the caller streams it. It adds no header.
+    stream so that reading stops past ``max_bytes`` of the *decoded* body
+    (:class:`QuamotionResponseTooLargeError`; a compressed reply is decompressed here, a bounded
+    piece at a time, so a small gzip bomb cannot expand in memory) or at ``deadline``
+    (:class:`QuamotionTimeoutError`, also while waiting for the next chunk), whether ``httpx`` reads
+    it whole (``client.request``) or the caller streams it. It asks for ``Accept-Encoding:
+    identity``; a reply encoded otherwise than gzip or deflate is refused.
     """
     import httpx
 
     class _Bounded(httpx.AsyncByteStream):
-        def __init__(self, stream: Any, where: str) -> None:
-            self.stream, self.where = stream, where
+        def __init__(self, stream: Any, where: str, decoder: Any) -> None:
+            self.stream, self.where, self.decoder = stream, where, decoder
 
         async def __aiter__(self) -> AsyncIterator[bytes]:
             total = 0
@@ -349,21 +352,62 @@ def body_budget(max_bytes: int = MAX_BODY_BYTES, deadline: float | None = None) 
                             raise _too_slow(self.where, deadline)
                         chunk = await asyncio.wait_for(chunks.__anext__(), left)
                 except StopAsyncIteration:
+                    if self.decoder is not None:
+                        rest = self.decoder.flush()
+                        if total + len(rest) > max_bytes:
+                            raise _too_large(self.where, max_bytes) from None
+                        if rest:
+                            yield rest
                     return
                 except TimeoutError:
                     raise _too_slow(self.where, deadline or time.time()) from None
-                total += len(chunk)
-                if total > max_bytes:
-                    raise _too_large(self.where, max_bytes)
+                for piece in self._decoded(chunk, max_bytes - total + 1):
+                    total += len(piece)
+                    if total > max_bytes:
+                        raise _too_large(self.where, max_bytes)
+                    yield piece
+
+        def _decoded(self, chunk: bytes, room: int) -> Iterator[bytes]:
+            if self.decoder is None:
                 yield chunk
+                return
+            import zlib
+
+            data = chunk
+            while data:
+                try:
+                    out = self.decoder.decompress(data, max(room, 1))
+                except zlib.error as err:
+                    raise QuamotionResponseError(
+                        f"{self.where}: the compressed reply is corrupt ({err})."
+                    ) from None
+                data = self.decoder.unconsumed_tail
+                room -= len(out)
+                yield out
+                if room <= 0:
+                    return
 
         async def aclose(self) -> None:
             await self.stream.aclose()
 
     class _Budget(httpx.Auth):
         def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+            import zlib
+
+            request.headers["Accept-Encoding"] = "identity"
             response = yield request
-            response.stream = _Bounded(response.stream, f"{request.method} {request.url.path}")
+            where = f"{request.method} {request.url.path}"
+            encoding = response.headers.get("Content-Encoding", "").strip().lower()
+            decoder = None
+            if encoding not in ("", "identity"):
+                if encoding not in ("gzip", "x-gzip", "deflate"):
+                    raise QuamotionResponseError(
+                        f"{where}: the reply is encoded as {encoding!r}, which was not asked for "
+                        "(Accept-Encoding: identity); only gzip and deflate are read."
+                    )
+                decoder = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib header
+                del response.headers["Content-Encoding"]  # decoded here, within the budget
+            response.stream = _Bounded(response.stream, where, decoder)
 
     return _Budget()
 

@@ -8,10 +8,12 @@ trickle tests only bound a wait that would otherwise last 8 s.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -52,6 +54,14 @@ def _huge_body() -> Iterator[bytes]:
     yield b"1" + b" " * (left - 2) + b"]"
 
 
+@functools.cache
+def _gzip_bomb() -> bytes:
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    spaces = b" " * MB
+    parts = [packer.compress(b"[")] + [packer.compress(spaces) for _ in range(64)]
+    return b"".join([*parts, packer.compress(b"]"), packer.flush()])
+
+
 def _serve(state: Hostile) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args: Any) -> None:
@@ -86,6 +96,15 @@ def _serve(state: Hostile) -> ThreadingHTTPServer:
                         self.wfile.flush()
                         state.sent[path] += 8
                         time.sleep(0.5)
+                elif path == "/gzip":  # 64 MB of JSON in 64 KB of gzip
+                    body = _gzip_bomb()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Encoding", "gzip")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    state.sent[path] = len(body)
                 elif path == "/api/project":
                     body = b'[{"name": "p", "relativeUrl": "/project/p/"}]'
                     self._head(200, len(body))
@@ -230,3 +249,13 @@ def test_a_malformed_jobs_reply_is_one_response_error_naming_what_was_expected(
     event = asyncio.run(_first_event(trigger))
     assert event["status"] == "error"
     assert "QuamotionResponseError" in event["message"] and expected in event["message"]
+
+
+def test_a_compressed_reply_is_bounded_by_its_decoded_size(hostile: Hostile) -> None:
+    assert len(_gzip_bomb()) < 16 * 1024 * 1024 // 64  # the compressed reply is far below the budget
+    trigger = QuamotionHttpTrigger(
+        endpoint="/gzip", poll_interval=0.1, deadline=time.time() + 30, response_check_path="builtins.bool"
+    )
+    event = asyncio.run(_first_event(trigger))
+    assert event["status"] == "error"
+    assert "longer than 16777216 bytes" in event["message"]
