@@ -259,3 +259,20 @@ def test_a_compressed_reply_is_bounded_by_its_decoded_size(hostile: Hostile) -> 
     event = asyncio.run(_first_event(trigger))
     assert event["status"] == "error"
     assert "longer than 16777216 bytes" in event["message"]
+
+
+def test_a_compressed_reply_to_a_poke_is_bounded_by_its_decoded_size(hostile: Hostile) -> None:
+    import tracemalloc
+
+    from airflow_provider_quamotion.exceptions import QuamotionResponseError
+
+    _gzip_bomb()  # built before measuring
+    sensor = QuamotionSensor(task_id="gzip", endpoint="/gzip", poke_interval=1)
+    tracemalloc.start()
+    try:
+        with pytest.raises(QuamotionResponseError, match="longer than 16777216 bytes"):
+            sensor.poke({})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 40 * MB  # the budget and a chunk, not the 64 MB the reply expands to
