@@ -105,6 +105,10 @@ def _serve(state: Hostile) -> ThreadingHTTPServer:
                     self.end_headers()
                     self.wfile.write(body)
                     state.sent[path] = len(body)
+                elif path == "/deep":  # 30 KB: an array holding 5,000 nested objects
+                    body = b'[{"a":' + b'{"a":' * 5_000 + b"1" + b"}" * 5_001 + b"]"
+                    self._head(200, len(body))
+                    self.wfile.write(body)
                 elif path == "/api/project":
                     body = b'[{"name": "p", "relativeUrl": "/project/p/"}]'
                     self._head(200, len(body))
@@ -276,3 +280,19 @@ def test_a_compressed_reply_to_a_poke_is_bounded_by_its_decoded_size(hostile: Ho
     finally:
         tracemalloc.stop()
     assert peak < 40 * MB  # the budget and a chunk, not the 64 MB the reply expands to
+
+
+def test_a_deeply_nested_list_reply_costs_an_export_little(hostile: Hostile) -> None:
+    import tracemalloc
+
+    from airflow_provider_quamotion.exceptions import QuamotionResponseError
+    from airflow_provider_quamotion.hooks.quamotion import QuamotionHook
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(QuamotionResponseError, match="more than 64 levels deep"):
+            list(QuamotionHook().iter_records("/deep"))  # what the export reads lists with
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * MB
