@@ -11,11 +11,11 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_quamotion import api
 from airflow_provider_quamotion.exceptions import QuamotionConfigError
+from airflow_provider_quamotion.operators.base import QuamotionBaseOperator
 
 # The test-run operators live in their own module; import them from here like every other operator.
 from airflow_provider_quamotion.operators.test_run import (
@@ -23,15 +23,18 @@ from airflow_provider_quamotion.operators.test_run import (
     QuamotionStartTestRunOperator,
     QuamotionUploadOperator,
 )
-from airflow_provider_quamotion.triggers.quamotion import hook_overrides
+from airflow_provider_quamotion.runs import (
+    DEFAULT_CONN_ID,
+    check_hook_settings,  # noqa: F401  (re-exported for 0.x callers)
+    check_mapping,
+    hook_overrides,
+)
 
 if TYPE_CHECKING:
     import requests
     from airflow.sdk import Context
 
-    from airflow_provider_quamotion.hooks.quamotion import QuamotionHook
 
-DEFAULT_CONN_ID = "quamotion_default"
 DEFAULT_MAX_XCOM_BYTES = 64 * 1024
 
 
@@ -39,7 +42,7 @@ class QuamotionXComTooLargeError(QuamotionConfigError, AirflowFailException):
     """A value is too large for XCom; the task fails without retrying (a retry would repeat the call)."""
 
 
-class QuamotionApiOperator(BaseOperator):
+class QuamotionApiOperator(QuamotionBaseOperator):
     """Call one Quamotion Cloud endpoint and push the reply to XCom (or stream it to storage).
 
     The reply's JSON (its text when it is not JSON; ``None`` when it is empty) goes to XCom, through
@@ -66,13 +69,22 @@ class QuamotionApiOperator(BaseOperator):
     :param output_path: a local path, a URI or an ``ObjectStoragePath``: stream the body there and
         return its URI. Templated.
     :param max_xcom_bytes: the largest value (JSON-encoded, in bytes) pushed to XCom; ``None`` for no limit.
-    :param quamotion_conn_id: the Airflow connection ID.
-    :param hook_settings: per-task overrides of the connection's settings, as for the sensors:
+    :param quamotion_conn_id: the Airflow connection ID (templated).
+    :param hook_params: per-task overrides of the connection's settings, as for the sensors:
         ``{"timeout": 30}``, ``{"retry": {"max_attempts": 2}}`` (a dict or a ``RetryPolicy``),
         ``{"project": "acme"}``.
+    :param hook_settings: deprecated name of ``hook_params`` (one release, with a warning).
     """
 
-    template_fields: Sequence[str] = ("endpoint", "query_params", "json", "data", "headers", "output_path")
+    template_fields: Sequence[str] = (
+        "endpoint",
+        "query_params",
+        "json",
+        "data",
+        "headers",
+        "output_path",
+        "quamotion_conn_id",
+    )
     template_fields_renderers = {"json": "json", "query_params": "json", "headers": "json"}
     ui_color = "#e8f3fc"
 
@@ -89,6 +101,7 @@ class QuamotionApiOperator(BaseOperator):
         output_path: Any = None,
         max_xcom_bytes: int | None = DEFAULT_MAX_XCOM_BYTES,
         quamotion_conn_id: str = DEFAULT_CONN_ID,
+        hook_params: Mapping[str, Any] | None = None,
         hook_settings: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
@@ -109,17 +122,13 @@ class QuamotionApiOperator(BaseOperator):
         self.response_filter = response_filter
         self.output_path = output_path
         self.max_xcom_bytes = max_xcom_bytes
-        self.quamotion_conn_id = quamotion_conn_id
-        self.hook_settings = check_hook_settings(hook_settings)
-
-    def get_hook(self) -> QuamotionHook:
-        """The hook (built on first use, never at DAG-parse time), with ``hook_settings`` applied."""
-        from airflow_provider_quamotion.hooks.quamotion import QuamotionHook
-
-        return QuamotionHook(self.quamotion_conn_id, **hook_overrides(self.hook_settings))
+        self.init_quamotion(
+            quamotion_conn_id=quamotion_conn_id, hook_params=hook_params, hook_settings=hook_settings
+        )
 
     def _request_kwargs(self) -> dict[str, Any]:
-        kwargs = {"params": self.query_params, "json": self.json, "data": self.data, "headers": self.headers}
+        params = check_mapping("query_params", self.query_params)
+        kwargs = {"params": params, "json": self.json, "data": self.data, "headers": self.headers}
         return {k: v for k, v in kwargs.items() if v is not None}
 
     def execute(self, context: Context) -> Any:
@@ -176,23 +185,6 @@ class QuamotionApiOperator(BaseOperator):
         )
 
 
-def check_hook_settings(hook_settings: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``hook_settings`` as a dict, its names checked at DAG-parse time (no network, no heavy import).
-
-    :raises QuamotionConfigError: for a name that is not a connection setting.
-    """
-    from airflow_provider_quamotion.settings import QuamotionSettings
-
-    settings = dict(hook_settings or {})
-    unknown = sorted(set(settings) - set(QuamotionSettings.__dataclass_fields__))
-    if unknown:
-        raise QuamotionConfigError(
-            f"Unknown hook setting(s) {', '.join(map(repr, unknown))}; known: "
-            f"{', '.join(QuamotionSettings.__dataclass_fields__)}."
-        )
-    return settings
-
-
 def _decode(response: requests.Response, body: bytes) -> Any:
     """JSON when the reply is JSON, its text otherwise, ``None`` when empty."""
     if not body.strip():
@@ -207,7 +199,7 @@ def _decode(response: requests.Response, body: bytes) -> Any:
     return body.decode(charset, errors="replace")
 
 
-class QuamotionExportOperator(BaseOperator):
+class QuamotionExportOperator(QuamotionBaseOperator):
     """Export Quamotion Cloud records to a file (jsonl, csv, parquet) or a SQL table, streamed and atomic.
 
     Rows flow from the API to the destination without holding the export in memory: lists are parsed
@@ -237,10 +229,11 @@ class QuamotionExportOperator(BaseOperator):
     :param record_path: dotted path of the array inside ``endpoint``'s reply (e.g. ``"data.items"``).
     :param query_params: query parameters of the list request. Templated.
     :param batch_size: records per parquet row group / SQL ``executemany`` batch.
-    :param quamotion_conn_id: the Airflow connection ID.
-    :param hook_settings: per-task overrides of the connection's settings, as for the sensors:
+    :param quamotion_conn_id: the Airflow connection ID (templated).
+    :param hook_params: per-task overrides of the connection's settings, as for the sensors:
         ``{"timeout": 30}``, ``{"retry": {"max_attempts": 2}}`` (a dict or a ``RetryPolicy``).
         They apply to every request of the export, the ``jobs`` fan-out included.
+    :param hook_settings: deprecated name of ``hook_params`` (one release, with a warning).
     """
 
     template_fields: Sequence[str] = (
@@ -251,6 +244,7 @@ class QuamotionExportOperator(BaseOperator):
         "until",
         "endpoint",
         "query_params",
+        "quamotion_conn_id",
     )
     ui_color = "#e8f3fc"
 
@@ -271,6 +265,7 @@ class QuamotionExportOperator(BaseOperator):
         query_params: Mapping[str, Any] | None = None,
         batch_size: int | None = None,
         quamotion_conn_id: str = DEFAULT_CONN_ID,
+        hook_params: Mapping[str, Any] | None = None,
         hook_settings: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
@@ -308,8 +303,9 @@ class QuamotionExportOperator(BaseOperator):
         self.record_path = record_path
         self.query_params = query_params
         self.batch_size = batch_size
-        self.quamotion_conn_id = quamotion_conn_id
-        self.hook_settings = check_hook_settings(hook_settings)
+        self.init_quamotion(
+            quamotion_conn_id=quamotion_conn_id, hook_params=hook_params, hook_settings=hook_settings
+        )
         self._lineage: tuple[str, str] | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -321,7 +317,7 @@ class QuamotionExportOperator(BaseOperator):
             resource=self.resource or None,
             endpoint=self.endpoint or None,
             record_path=self.record_path,
-            params=self.query_params,
+            params=check_mapping("query_params", self.query_params),
             destination=self.destination,
             fmt=self.format,
             sql_conn_id=self.sql_conn_id,
@@ -331,7 +327,7 @@ class QuamotionExportOperator(BaseOperator):
             fields=self.fields,
             max_concurrency=self.max_concurrency,
             batch_size=self.batch_size,
-            hook_settings=hook_overrides(self.hook_settings),
+            hook_settings=hook_overrides(self.hook_params),
         )
         self._lineage = (result.source_namespace, result.source_name)
         return result.summary

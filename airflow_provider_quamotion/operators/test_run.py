@@ -1,9 +1,10 @@
 """Test-run orchestration: start a run (and wait for it), upload apps and packages, save a run's outputs.
 
 * :class:`QuamotionStartTestRunOperator` posts the run **in the worker** (never in a trigger, whose
-  restart would post again), pushes ``test_run_id`` to XCom at once, and optionally waits like
-  :class:`~airflow_provider_quamotion.sensors.quamotion.QuamotionTestRunSensor` (in the worker, or
-  deferred to :class:`~airflow_provider_quamotion.triggers.quamotion.QuamotionTestRunTrigger`).
+  restart would post again), pushes ``test_run_id`` to XCom at once, returns the run id, and optionally
+  waits like the test-run sensor (in the worker, or deferred to
+  :class:`~airflow_provider_quamotion.triggers.quamotion.QuamotionTestRunTrigger`, imported only when
+  the task defers). The wait helpers come from :mod:`airflow_provider_quamotion.runs`.
 
   **No duplicate run on retry.** Right after posting, the run's id is saved in Airflow 3.3's task
   state store (``context["task_state_store"]``, kept across the tries of one task instance in one DAG
@@ -15,7 +16,8 @@
 * :class:`QuamotionUploadOperator` uploads an app (.apk / .ipa) or a test package from a local path, a
   URI or an ``ObjectStoragePath``, streamed, and returns the created item.
 * :class:`QuamotionJobArtifactsOperator` streams each job's log and artifacts zip of a run to a
-  directory or object storage prefix, atomically, and returns the URIs.
+  directory or object storage prefix, atomically, and returns a small summary (file count, total bytes,
+  destination prefix).
 
 These classes are re-exported from :mod:`airflow_provider_quamotion.operators.quamotion`.
 """
@@ -24,12 +26,12 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
+from airflow.exceptions import AirflowProviderDeprecationWarning
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_quamotion import api
@@ -40,23 +42,21 @@ from airflow_provider_quamotion.exceptions import (
     QuamotionTimeoutError,
 )
 from airflow_provider_quamotion.links.quamotion import QuamotionTestRunLink
-from airflow_provider_quamotion.sensors.quamotion import (
-    default_deferrable,
+from airflow_provider_quamotion.operators.base import QuamotionBaseOperator
+from airflow_provider_quamotion.runs import (
+    DEFAULT_CONN_ID,
+    check_mapping,
     defer_timeout,
     format_run_failure,
     format_run_success,
     handle_run_event,
+    is_transient_error,
     limit_text,
     poll_run,
     push_run_reference,
-    wait_deadline,
-)
-from airflow_provider_quamotion.triggers.quamotion import (
-    DEFAULT_CONN_ID,
-    QuamotionTestRunTrigger,
-    hook_overrides,
-    is_transient_error,
+    rendered_dict_error,
     safe_hook_settings,
+    wait_deadline,
 )
 
 if TYPE_CHECKING:
@@ -196,7 +196,7 @@ def _needs_lookup(ref: Any) -> bool:
 # --- the operators ----------------------------------------------------------------------------------
 
 
-class QuamotionStartTestRunOperator(BaseOperator):
+class QuamotionStartTestRunOperator(QuamotionBaseOperator):
     """Start a Quamotion Cloud test run; push its id to XCom at once; optionally wait for it.
 
     Returns the run's id (also in XCom under ``test_run_id``, with the portal URL under
@@ -215,14 +215,25 @@ class QuamotionStartTestRunOperator(BaseOperator):
     :param schedule: ``""`` to run now, or a cron string for a recurring run (templated).
     :param wait_for_completion: wait until the run finishes.
     :param allow_skipped: count ``skipped`` jobs as passed.
-    :param poll_interval: seconds between polls while waiting.
+    :param poke_interval: seconds between polls while waiting (as for the sensors).
+    :param poll_interval: deprecated name of ``poke_interval`` (one release, with a warning).
     :param timeout: the longest wait (seconds or ``timedelta``); ``None``: only ``execution_timeout``.
-    :param deferrable: wait in the triggerer (default: ``[operators] default_deferrable``).
-    :param quamotion_conn_id: the Airflow connection ID.
-    :param hook_settings: non-secret overrides of the connection's settings.
+    :param deferrable: wait in the triggerer (default: ``[operators] default_deferrable``). Only a task
+        that waits defers: ``deferrable=True`` without ``wait_for_completion`` warns and does nothing.
+    :param quamotion_conn_id: the Airflow connection ID (templated).
+    :param hook_params: non-secret overrides of the connection's settings.
+    :param hook_settings: deprecated name of ``hook_params`` (one release, with a warning).
     """
 
-    template_fields = ("app", "test_package", "device_group", "parameters", "environment", "schedule")
+    template_fields = (
+        "app",
+        "test_package",
+        "device_group",
+        "parameters",
+        "environment",
+        "schedule",
+        "quamotion_conn_id",
+    )
     template_fields_renderers = {"app": "json", "test_package": "json", "environment": "json"}
     operator_extra_links = (QuamotionTestRunLink(),)
     ui_color = "#d9ecf5"
@@ -238,14 +249,23 @@ class QuamotionStartTestRunOperator(BaseOperator):
         schedule: str = "",
         wait_for_completion: bool = False,
         allow_skipped: bool = False,
-        poll_interval: float = 30.0,
+        poke_interval: float = 30.0,
         timeout: timedelta | float | None = None,
         deferrable: bool | None = None,
         quamotion_conn_id: str = DEFAULT_CONN_ID,
+        hook_params: Mapping[str, Any] | None = None,
         hook_settings: Mapping[str, Any] | None = None,
+        poll_interval: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if poll_interval is not None:
+            warnings.warn(
+                "poll_interval= is deprecated and will be removed in the next release; use poke_interval=.",
+                AirflowProviderDeprecationWarning,
+                stacklevel=2,
+            )
+            poke_interval = poll_interval
         self.app = app
         self.test_package = test_package
         self.device_group = device_group
@@ -254,22 +274,30 @@ class QuamotionStartTestRunOperator(BaseOperator):
         self.schedule = schedule
         self.wait_for_completion = wait_for_completion
         self.allow_skipped = allow_skipped
-        if poll_interval <= 0:
-            raise QuamotionConfigError("poll_interval must be a positive number of seconds")
-        self.poll_interval = float(poll_interval)
+        if poke_interval <= 0:
+            raise QuamotionConfigError("poke_interval must be a positive number of seconds")
+        self.poke_interval = float(poke_interval)
         self.timeout = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
-        self.deferrable = default_deferrable() if deferrable is None else deferrable
-        self.quamotion_conn_id = quamotion_conn_id
-        self.hook_settings = dict(hook_settings or {})
-        if self.deferrable and self.wait_for_completion:
-            safe_hook_settings(self.hook_settings)
+        if deferrable and not wait_for_completion:
+            warnings.warn(
+                f"{type(self).__name__}(task_id={self.task_id!r}): deferrable=True has no effect without "
+                "wait_for_completion=True (the run is posted in the worker and the task ends at once); "
+                "set wait_for_completion=True, or wait with QuamotionTestRunSensor(deferrable=True).",
+                UserWarning,
+                stacklevel=2,
+            )
+        self.init_quamotion(
+            quamotion_conn_id=quamotion_conn_id,
+            hook_params=hook_params,
+            hook_settings=hook_settings,
+            deferrable=deferrable,
+            may_defer=wait_for_completion,
+        )
 
-    @cached_property
-    def hook(self) -> QuamotionHook:
-        """The sync hook (imported on first use)."""
-        from airflow_provider_quamotion.hooks.quamotion import QuamotionHook
-
-        return QuamotionHook(self.quamotion_conn_id, **hook_overrides(self.hook_settings))
+    @property
+    def poll_interval(self) -> float:
+        """The former name of :attr:`poke_interval` (read-only; removed in the next release)."""
+        return self.poke_interval
 
     # the run of an earlier try ---------------------------------------------------------------------
 
@@ -309,15 +337,17 @@ class QuamotionStartTestRunOperator(BaseOperator):
             self._forget(context)
             return test_run_id
         if self.deferrable:
+            from airflow_provider_quamotion.triggers.quamotion import QuamotionTestRunTrigger
+
             deadline, _ = wait_deadline(self.timeout, self.execution_timeout)
             self.defer(
                 trigger=QuamotionTestRunTrigger(
                     test_run_id=test_run_id,
                     quamotion_conn_id=self.quamotion_conn_id,
-                    poll_interval=self.poll_interval,
+                    poll_interval=self.poke_interval,
                     deadline=deadline,
                     allow_skipped=self.allow_skipped,
-                    hook_settings=safe_hook_settings(self.hook_settings),
+                    hook_settings=safe_hook_settings(self.hook_params),
                 ),
                 method_name="execute_complete",
                 timeout=defer_timeout(deadline),
@@ -348,7 +378,17 @@ class QuamotionStartTestRunOperator(BaseOperator):
         self._report(context, previous, state, jobs)
         return "adopted"
 
+    def _check_rendered(self) -> None:
+        """Refuse a dict that Jinja rendered to a string (no ``render_template_as_native_obj``)."""
+        for name in ("app", "test_package", "device_group"):
+            value = getattr(self, name)
+            err = rendered_dict_error(name, value) if isinstance(value, str) else None
+            if err is not None:
+                raise err
+        check_mapping("environment", self.environment)
+
     def _start(self, context: Context, hook: QuamotionHook) -> str:
+        self._check_rendered()
         app = resolve_application(self.app, hook.list_applications() if _needs_lookup(self.app) else [])
         package = resolve_test_package(
             self.test_package, hook.list_test_packages() if _needs_lookup(self.test_package) else []
@@ -413,7 +453,7 @@ class QuamotionStartTestRunOperator(BaseOperator):
                 if state.is_terminal:
                     self._report(context, test_run_id, state, jobs)
                     return test_run_id
-            wait = self.poll_interval
+            wait = self.poke_interval
             if deadline is not None:
                 remaining = deadline - time.time()
                 if remaining <= 0:
@@ -438,16 +478,17 @@ class QuamotionStartTestRunOperator(BaseOperator):
         return str(result["test_run_id"])
 
 
-class QuamotionUploadOperator(BaseOperator):
+class QuamotionUploadOperator(QuamotionBaseOperator):
     """Upload an application (.apk / .ipa) or a test package, streamed; return the created item.
 
     :param path: a local path, a URI (``s3://bucket/app.apk``) or an ``ObjectStoragePath`` (templated).
     :param kind: ``"application"`` or ``"test_package"``.
-    :param quamotion_conn_id: the Airflow connection ID.
-    :param hook_settings: overrides of the connection's settings.
+    :param quamotion_conn_id: the Airflow connection ID (templated).
+    :param hook_params: overrides of the connection's settings.
+    :param hook_settings: deprecated name of ``hook_params`` (one release, with a warning).
     """
 
-    template_fields = ("path",)
+    template_fields = ("path", "quamotion_conn_id")
     ui_color = "#d9ecf5"
     KINDS = ("application", "test_package")
 
@@ -457,6 +498,7 @@ class QuamotionUploadOperator(BaseOperator):
         path: Any,
         kind: str = "application",
         quamotion_conn_id: str = DEFAULT_CONN_ID,
+        hook_params: Mapping[str, Any] | None = None,
         hook_settings: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
@@ -465,15 +507,15 @@ class QuamotionUploadOperator(BaseOperator):
             raise QuamotionConfigError(f"kind must be one of {', '.join(self.KINDS)}, not {kind!r}")
         self.path = path
         self.kind = kind
-        self.quamotion_conn_id = quamotion_conn_id
-        self.hook_settings = dict(hook_settings or {})
+        self.init_quamotion(
+            quamotion_conn_id=quamotion_conn_id, hook_params=hook_params, hook_settings=hook_settings
+        )
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Upload the file; return the item the API created (a small dict)."""
-        from airflow_provider_quamotion.hooks.quamotion import QuamotionHook
         from airflow_provider_quamotion.storage import to_path
 
-        hook = QuamotionHook(self.quamotion_conn_id, **hook_overrides(self.hook_settings))
+        hook = self.hook
         source = to_path(self.path)
         if self.kind == "application":
             item = hook.upload_application(source)
@@ -483,23 +525,27 @@ class QuamotionUploadOperator(BaseOperator):
         return item
 
 
-class QuamotionJobArtifactsOperator(BaseOperator):
+class QuamotionJobArtifactsOperator(QuamotionBaseOperator):
     """Save each job's log and artifacts zip of a test run to a directory or object storage, streamed.
 
     Files are named ``job-{id}.log`` and ``job-{id}-artifacts.zip``; each is written to a temporary
     object and moved into place when complete. Artifacts are fetched only for jobs with
-    ``hasArtifacts``. Returns the URIs written.
+    ``hasArtifacts``. Returns a small summary, whatever the number of jobs:
+    ``{"test_run_id", "count", "total_bytes", "destination"}`` (files written, their bytes, and the
+    destination prefix's URI); each file is ``{destination}/job-{id}.log`` or
+    ``{destination}/job-{id}-artifacts.zip``.
 
     :param test_run_id: the run (templated).
     :param destination: a directory path, a URI (``s3://bucket/runs/{{ ds }}/``) or an
         ``ObjectStoragePath`` (templated).
     :param include_logs: save each job's log.
     :param include_artifacts: save each job's artifacts zip.
-    :param quamotion_conn_id: the Airflow connection ID.
-    :param hook_settings: overrides of the connection's settings.
+    :param quamotion_conn_id: the Airflow connection ID (templated).
+    :param hook_params: overrides of the connection's settings.
+    :param hook_settings: deprecated name of ``hook_params`` (one release, with a warning).
     """
 
-    template_fields = ("test_run_id", "destination")
+    template_fields = ("test_run_id", "destination", "quamotion_conn_id")
     ui_color = "#d9ecf5"
 
     def __init__(
@@ -510,6 +556,7 @@ class QuamotionJobArtifactsOperator(BaseOperator):
         include_logs: bool = True,
         include_artifacts: bool = True,
         quamotion_conn_id: str = DEFAULT_CONN_ID,
+        hook_params: Mapping[str, Any] | None = None,
         hook_settings: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
@@ -518,36 +565,60 @@ class QuamotionJobArtifactsOperator(BaseOperator):
         self.destination = destination
         self.include_logs = include_logs
         self.include_artifacts = include_artifacts
-        self.quamotion_conn_id = quamotion_conn_id
-        self.hook_settings = dict(hook_settings or {})
+        self.init_quamotion(
+            quamotion_conn_id=quamotion_conn_id, hook_params=hook_params, hook_settings=hook_settings
+        )
 
-    def execute(self, context: Context) -> list[str]:
-        """Stream the files; return their URIs."""
-        from airflow_provider_quamotion.hooks.quamotion import QuamotionHook
+    def execute(self, context: Context) -> dict[str, Any]:
+        """Stream the files; return ``{"test_run_id", "count", "total_bytes", "destination"}``."""
         from airflow_provider_quamotion.storage import to_path, uri_of
 
-        hook = QuamotionHook(self.quamotion_conn_id, **hook_overrides(self.hook_settings))
+        hook = self.hook
         test_run_id = str(self.test_run_id)
         jobs = hook.list_jobs(test_run_id)
         state = api.run_state_from_jobs(jobs, allow_skipped=True)
         if not state.is_terminal:
             self.log.warning("Test run %s is %s: its logs may be incomplete.", test_run_id, state.value)
         base = to_path(self.destination)
-        uris: list[str] = []
+        count = 0
+        total_bytes = 0
         for job in jobs:
             job_id = job.get(api.JOB_ID)
             if job_id is None:
                 raise QuamotionError(f"A job of test run {test_run_id} has no {api.JOB_ID!r}: {job!r}")
             if self.include_logs:
-                target = _child(base, f"job-{job_id}.log")
-                hook.download_job_log(job_id, target)
-                uris.append(uri_of(target))
+                total_bytes += _save(hook, api.job_log(job_id), _child(base, f"job-{job_id}.log"))
+                count += 1
             if self.include_artifacts and job.get(api.JOB_HAS_ARTIFACTS):
                 target = _child(base, f"job-{job_id}-artifacts.zip")
-                hook.download_job_artifacts(job_id, target)
-                uris.append(uri_of(target))
-        self.log.info("Saved %d file(s) of test run %s to %s", len(uris), test_run_id, uri_of(base))
-        return uris
+                total_bytes += _save(hook, api.job_artifacts(job_id), target)
+                count += 1
+        destination = uri_of(base)
+        self.log.info(
+            "Saved %d file(s) (%d bytes) of test run %s to %s", count, total_bytes, test_run_id, destination
+        )
+        return {
+            "test_run_id": test_run_id,
+            "count": count,
+            "total_bytes": total_bytes,
+            "destination": destination,
+        }
+
+
+def _save(hook: QuamotionHook, endpoint: str, destination: Any) -> int:
+    """Stream ``endpoint``'s body to ``destination`` atomically (as the hook's downloads); its bytes."""
+    from airflow_provider_quamotion.storage import atomic_writer
+
+    written = 0
+    with hook.request("GET", endpoint, stream=True) as response, atomic_writer(destination) as out:
+        response.raw.decode_content = True
+        while chunk := response.raw.read(_COPY_CHUNK_BYTES):
+            out.write(chunk)
+            written += len(chunk)
+    return written
+
+
+_COPY_CHUNK_BYTES = 1024 * 1024
 
 
 def _child(base: Any, name: str) -> Any:

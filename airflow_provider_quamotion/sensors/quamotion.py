@@ -19,16 +19,15 @@ absolute deadline carried into the trigger; at the deadline the task fails with
 :class:`~airflow.sdk.exceptions.AirflowSensorTimeout` and a message naming the limit. The deferral
 itself gets the same timeout plus :data:`DEFER_GRACE_SECONDS`, a backstop should the triggerer be down.
 
-Module import is light (``airflow.sdk`` and this project's ``api``/``exceptions``/``triggers``); the
-hook and its HTTP stack load when a task runs.
+Module import is light (``airflow.sdk`` and this project's ``api``/``exceptions``/``runs``): the
+triggers module (and ``airflow.triggers.base``) is imported only when a task defers, and the hook and
+its HTTP stack when a task runs.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
-from datetime import timedelta
-from functools import cached_property
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
@@ -36,168 +35,58 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
 
 from airflow_provider_quamotion import api
 from airflow_provider_quamotion.exceptions import QuamotionError, QuamotionNotFoundError
-from airflow_provider_quamotion.links.quamotion import (
-    TEST_RUN_ID_KEY,
-    TEST_RUN_URL_KEY,
-    QuamotionTestRunLink,
-    known_test_run_url,
-    test_run_url,
-)
-from airflow_provider_quamotion.triggers.quamotion import (
+from airflow_provider_quamotion.links.quamotion import QuamotionTestRunLink
+from airflow_provider_quamotion.operators.base import QuamotionTaskMixin
+from airflow_provider_quamotion.runs import (  # the wait helpers (re-exported here for 0.x callers)
     DEFAULT_CONN_ID,
+    DEFER_GRACE_SECONDS,
     MAX_EVENT_BYTES,
-    STATUS_FAILED,
     STATUS_SUCCESS,
     STATUS_TIMEOUT,
-    QuamotionHttpTrigger,
-    QuamotionTestRunTrigger,
-    hook_overrides,
+    check_mapping,
+    default_deferrable,
+    defer_timeout,
+    format_run_failure,
+    format_run_success,
+    handle_run_event,
     import_check,
     is_transient_error,
+    limit_text,
+    poll_run,
+    push_run_reference,
     run_check,
+    run_result,
     safe_hook_settings,
+    wait_deadline,
 )
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_provider_quamotion.hooks.quamotion import QuamotionHook
 
-#: Extra seconds given to Airflow's own deferral timeout past the trigger's deadline, so the trigger's
-#: clear timeout event normally arrives first; Airflow's timeout is the backstop.
-DEFER_GRACE_SECONDS = 60.0
-
-
-def default_deferrable() -> bool:
-    """``[operators] default_deferrable`` (``False`` when unset)."""
-    from airflow.sdk import conf
-
-    return conf.getboolean("operators", "default_deferrable", fallback=False)
-
-
-def wait_deadline(
-    timeout: float | None, execution_timeout: timedelta | None, now: float | None = None
-) -> tuple[float | None, str]:
-    """The absolute deadline (epoch seconds) of a wait starting ``now``, and which limit sets it.
-
-    :param timeout: the sensor's or the wait's ``timeout`` in seconds (``None``: none).
-    :param execution_timeout: the task's ``execution_timeout``.
-    :param now: the start (default: the current time).
-    """
-    start = time.time() if now is None else now
-    limits: list[tuple[float, str]] = []
-    if timeout is not None:
-        limits.append((start + float(timeout), f"timeout of {float(timeout):g} s"))
-    if execution_timeout is not None:
-        seconds = execution_timeout.total_seconds()
-        limits.append((start + seconds, f"execution_timeout of {seconds:g} s"))
-    if not limits:
-        return None, ""
-    return min(limits)
-
-
-def limit_text(timeout: float | None, execution_timeout: timedelta | None) -> str:
-    """Which of ``timeout`` and ``execution_timeout`` bounds a wait (the smaller), for messages."""
-    return wait_deadline(timeout, execution_timeout, now=0.0)[1] or "deadline"
-
-
-def defer_timeout(deadline: float | None) -> timedelta | None:
-    """Airflow's deferral timeout for a trigger with ``deadline``: the time left plus a grace period."""
-    if deadline is None:
-        return None
-    return timedelta(seconds=max(1.0, deadline - time.time() + DEFER_GRACE_SECONDS))
-
-
-def format_run_failure(
-    test_run_id: str, jobs: Sequence[Mapping[str, Any]], job_count: int | None = None
-) -> str:
-    """A one-paragraph summary of a run that did not pass: counts, then each job that did not pass.
-
-    :param test_run_id: the run.
-    :param jobs: its jobs, or their compact summary (``id``, ``device``/``name``, ``status``).
-    :param job_count: the total number of jobs when ``jobs`` is a truncated summary.
-    """
-    compact = [
-        {"id": j.get("id"), "device": j.get("device", j.get(api.JOB_NAME)), "status": j.get("status")}
-        for j in jobs
-    ]
-    total = job_count if job_count is not None else len(compact)
-    bad = [j for j in compact if j["status"] != api.JobStatus.SUCCESS.value]
-    shown = "; ".join(f"job {j['id']} on device {j['device']}: {j['status']}" for j in bad[:20])
-    more = f"; and {len(bad) - 20} more" if len(bad) > 20 else ""
-    truncated = " (summary truncated)" if total > len(compact) else ""
-    return (
-        f"Quamotion test run {test_run_id} finished and did not pass: {len(bad)} of {total} job(s) did not "
-        f"succeed{truncated}: {shown}{more}."
-    )
-
-
-def format_run_success(test_run_id: str, job_count: int) -> str:
-    """A log line for a run that passed."""
-    return f"Quamotion test run {test_run_id} passed ({job_count} job(s))."
-
-
-def poll_run(
-    hook: QuamotionHook, test_run_id: str, allow_skipped: bool
-) -> tuple[api.TestRunState, list[Any]]:
-    """One poll of a run: its state and jobs (transient errors are retried by the transport)."""
-    jobs = hook.list_jobs(test_run_id)
-    return api.run_state_from_jobs(jobs, allow_skipped=allow_skipped), jobs
-
-
-def run_result(test_run_id: str, state: api.TestRunState, jobs: list[Any]) -> dict[str, Any]:
-    """The small value a finished, passed run returns to XCom."""
-    return {"test_run_id": test_run_id, "state": state.value, "job_count": len(jobs)}
-
-
-def handle_run_event(
-    event: Mapping[str, Any] | None,
-    *,
-    limit: str,
-    timeout_error: type[Exception] = AirflowSensorTimeout,
-) -> dict[str, Any]:
-    """Turn a :class:`QuamotionTestRunTrigger` event into a result or the right exception.
-
-    :param event: the event's payload.
-    :param limit: which limit the deadline came from (for the timeout message).
-    :param timeout_error: raised at the deadline.
-    :raises AirflowFailException: the run finished and did not pass.
-    :raises QuamotionError: the trigger could not poll (after the transport's retries).
-    """
-    if not isinstance(event, Mapping):
-        raise QuamotionError(f"Unexpected trigger event {event!r}")
-    status = event.get("status")
-    test_run_id = str(event.get("test_run_id"))
-    if status == STATUS_SUCCESS:
-        return {"test_run_id": test_run_id, "state": event.get("state"), "job_count": event.get("job_count")}
-    if status == STATUS_FAILED:
-        raise AirflowFailException(
-            format_run_failure(test_run_id, list(event.get("jobs") or []), event.get("job_count"))
-        )
-    if status == STATUS_TIMEOUT:
-        raise timeout_error(f"{event.get('message')} Limit: the {limit or 'deadline'}.")
-    raise QuamotionError(f"Waiting for Quamotion test run {test_run_id} failed: {event.get('message')}")
-
-
-class QuamotionTestRunSensor(BaseSensorOperator):
+class QuamotionTestRunSensor(QuamotionTaskMixin, BaseSensorOperator):
     """Wait until a Quamotion Cloud test run finishes; fail with a per-job summary when it did not pass.
 
-    Succeeds (returning ``{"test_run_id", "state", "job_count"}``) when every job succeeded (or was
-    skipped, with ``allow_skipped``). Fails with ``AirflowFailException`` when the run finished
+    Succeeds, returning the run's summary ``{"test_run_id", "state", "job_count"}`` (the same in every
+    mode), when every job succeeded (or was skipped, with ``allow_skipped``). Fails with ``AirflowFailException`` when the run finished
     otherwise, so Airflow does not retry a finished failure. Transient API errors are retried by the
     transport; a transient failure left after the retries (429, 5xx, a dropped connection, a timeout)
     is "not yet" (the sensor pokes again until its ``timeout``); a permanent one (401/403, 404, other
     4xx) fails the poke.
 
+    In deferrable mode the sensor polls once in the worker first: a run that already finished is
+    reported at once, without a trip through the triggerer.
+
     :param test_run_id: the run to wait on (templated).
     :param allow_skipped: count ``skipped`` jobs as passed.
     :param deferrable: wait in the triggerer (default: ``[operators] default_deferrable``).
-    :param quamotion_conn_id: the Airflow connection ID.
-    :param hook_settings: non-secret overrides of the connection's settings (``timeout``, ``project``...).
+    :param quamotion_conn_id: the Airflow connection ID (templated).
+    :param hook_params: non-secret overrides of the connection's settings (``timeout``, ``project``...).
+    :param hook_settings: deprecated name of ``hook_params`` (one release, with a warning).
     :param kwargs: ``poke_interval``, ``timeout``, ``mode`` and the rest of ``BaseSensorOperator``.
     """
 
-    template_fields = ("test_run_id",)
+    template_fields = ("test_run_id", "quamotion_conn_id")
     operator_extra_links = (QuamotionTestRunLink(),)
     ui_color = "#d9ecf5"
 
@@ -208,31 +97,31 @@ class QuamotionTestRunSensor(BaseSensorOperator):
         allow_skipped: bool = False,
         deferrable: bool | None = None,
         quamotion_conn_id: str = DEFAULT_CONN_ID,
+        hook_params: Mapping[str, Any] | None = None,
         hook_settings: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.test_run_id = test_run_id
         self.allow_skipped = allow_skipped
-        self.deferrable = default_deferrable() if deferrable is None else deferrable
-        self.quamotion_conn_id = quamotion_conn_id
-        self.hook_settings = dict(hook_settings or {})
-        if self.deferrable:
-            safe_hook_settings(self.hook_settings)  # fail at parse time, not in the triggerer
-
-    @cached_property
-    def hook(self) -> QuamotionHook:
-        """The sync hook (imported on first use)."""
-        from airflow_provider_quamotion.hooks.quamotion import QuamotionHook
-
-        return QuamotionHook(self.quamotion_conn_id, **hook_overrides(self.hook_settings))
+        self.init_quamotion(
+            quamotion_conn_id=quamotion_conn_id,
+            hook_params=hook_params,
+            hook_settings=hook_settings,
+            deferrable=deferrable,
+        )
 
     def execute(self, context: Context) -> Any:
-        """Poke/reschedule as any sensor, or defer to :class:`QuamotionTestRunTrigger`."""
+        """Poke/reschedule as any sensor, or (deferrable) check once, then defer to the trigger."""
         push_run_reference(context, self.hook, str(self.test_run_id))
         if not self.deferrable:
             return super().execute(context)
         deadline, _ = wait_deadline(self.timeout, self.execution_timeout)
+        first = self.poke(context)  # a finished run is reported now, with no trip through the triggerer
+        if isinstance(first, PokeReturnValue) and first.is_done:
+            return first.xcom_value
+        from airflow_provider_quamotion.triggers.quamotion import QuamotionTestRunTrigger
+
         self.defer(
             trigger=QuamotionTestRunTrigger(
                 test_run_id=str(self.test_run_id),
@@ -240,7 +129,7 @@ class QuamotionTestRunSensor(BaseSensorOperator):
                 poll_interval=self.poke_interval,
                 deadline=deadline,
                 allow_skipped=self.allow_skipped,
-                hook_settings=safe_hook_settings(self.hook_settings),
+                hook_settings=safe_hook_settings(self.hook_params),
             ),
             method_name="execute_complete",
             timeout=defer_timeout(deadline),
@@ -279,22 +168,7 @@ class QuamotionTestRunSensor(BaseSensorOperator):
         return result
 
 
-def push_run_reference(context: Context, hook: QuamotionHook, test_run_id: str) -> None:
-    """Push the run's id and portal URL to XCom (the extra link reads them; no API call to render it)."""
-    ti = context["ti"]
-    ti.xcom_push(key=TEST_RUN_ID_KEY, value=test_run_id)
-    try:
-        # From the settings when the project is named: no token request, no project lookup.
-        url = known_test_run_url(hook.settings.base_url, hook.settings.project, test_run_id) or test_run_url(
-            hook.settings.base_url, hook.get_conn().api_root(), test_run_id
-        )
-    except QuamotionError as err:  # the link is a convenience: never fail the task for it
-        hook.log.warning("Cannot build the portal link of test run %s: %s", test_run_id, err)
-        return
-    ti.xcom_push(key=TEST_RUN_URL_KEY, value=url)
-
-
-class QuamotionSensor(BaseSensorOperator):
+class QuamotionSensor(QuamotionTaskMixin, BaseSensorOperator):
     """Wait until a Quamotion Cloud endpoint answers and, optionally, ``response_check`` accepts the reply.
 
     :param endpoint: ``"testRun"`` (project-relative), ``"/api/version"`` (host root) or a URL on the
@@ -307,14 +181,15 @@ class QuamotionSensor(BaseSensorOperator):
     :param method: the HTTP method.
     :param not_found_ok: treat HTTP 404 as "not yet" instead of an error.
     :param deferrable: wait in the triggerer (default: ``[operators] default_deferrable``).
-    :param quamotion_conn_id: the Airflow connection ID.
-    :param hook_settings: non-secret overrides of the connection's settings.
+    :param quamotion_conn_id: the Airflow connection ID (templated).
+    :param hook_params: non-secret overrides of the connection's settings.
+    :param hook_settings: deprecated name of ``hook_params`` (one release, with a warning).
     :param max_event_bytes: in deferrable mode with a callable check, the largest reply handed from the
         triggerer to the worker; a larger one fails the task with a message saying what to do.
     :param kwargs: ``poke_interval``, ``timeout``, ``mode`` and the rest of ``BaseSensorOperator``.
     """
 
-    template_fields = ("endpoint", "query_params")
+    template_fields = ("endpoint", "query_params", "quamotion_conn_id")
     ui_color = "#d9ecf5"
 
     def __init__(
@@ -327,6 +202,7 @@ class QuamotionSensor(BaseSensorOperator):
         not_found_ok: bool = False,
         deferrable: bool | None = None,
         quamotion_conn_id: str = DEFAULT_CONN_ID,
+        hook_params: Mapping[str, Any] | None = None,
         hook_settings: Mapping[str, Any] | None = None,
         max_event_bytes: int = MAX_EVENT_BYTES,
         **kwargs: Any,
@@ -337,19 +213,13 @@ class QuamotionSensor(BaseSensorOperator):
         self.query_params = query_params
         self.method = method.upper()
         self.not_found_ok = not_found_ok
-        self.deferrable = default_deferrable() if deferrable is None else deferrable
-        self.quamotion_conn_id = quamotion_conn_id
-        self.hook_settings = dict(hook_settings or {})
         self.max_event_bytes = max_event_bytes
-        if self.deferrable:
-            safe_hook_settings(self.hook_settings)
-
-    @cached_property
-    def hook(self) -> QuamotionHook:
-        """The sync hook (imported on first use)."""
-        from airflow_provider_quamotion.hooks.quamotion import QuamotionHook
-
-        return QuamotionHook(self.quamotion_conn_id, **hook_overrides(self.hook_settings))
+        self.init_quamotion(
+            quamotion_conn_id=quamotion_conn_id,
+            hook_params=hook_params,
+            hook_settings=hook_settings,
+            deferrable=deferrable,
+        )
 
     def _check(self) -> Callable[[Any], Any] | None:
         if isinstance(self.response_check, str):
@@ -367,7 +237,8 @@ class QuamotionSensor(BaseSensorOperator):
         from airflow_provider_quamotion.transport.jsonio import MAX_BODY_BYTES, read_json_or_text
 
         try:
-            response = self.hook.request(self.method, self.endpoint, params=self.query_params, stream=True)
+            params = check_mapping("query_params", self.query_params)
+            response = self.hook.request(self.method, self.endpoint, params=params, stream=True)
             # the body is read within a byte budget, and the connection's timeout bounds all of it
             body = read_json_or_text(
                 response, max_bytes=MAX_BODY_BYTES, deadline=time.time() + self.hook.settings.timeout
@@ -402,17 +273,20 @@ class QuamotionSensor(BaseSensorOperator):
         self._defer(deadline, first_delay=0.0)
 
     def _defer(self, deadline: float | None, first_delay: float) -> None:
+        from airflow_provider_quamotion.triggers.quamotion import QuamotionHttpTrigger
+
+        params = check_mapping("query_params", self.query_params)
         self.defer(
             trigger=QuamotionHttpTrigger(
                 endpoint=self.endpoint,
                 quamotion_conn_id=self.quamotion_conn_id,
                 method=self.method,
-                params=dict(self.query_params) if self.query_params else None,
+                params=dict(params) if params else None,
                 not_found_ok=self.not_found_ok,
                 response_check_path=self.response_check if isinstance(self.response_check, str) else None,
                 poll_interval=self.poke_interval or 1.0,
                 deadline=deadline,
-                hook_settings=safe_hook_settings(self.hook_settings),
+                hook_settings=safe_hook_settings(self.hook_params),
                 first_delay=first_delay,
                 max_event_bytes=self.max_event_bytes,
             ),

@@ -37,108 +37,25 @@ from airflow_provider_quamotion.exceptions import (
     QuamotionNotFoundError,
     redact,
 )
+from airflow_provider_quamotion.runs import (  # the wait helpers, shared with operators and sensors
+    DEFAULT_CONN_ID,
+    MAX_EVENT_BYTES,
+    STATUS_ERROR,
+    STATUS_FAILED,
+    STATUS_SUCCESS,
+    STATUS_TIMEOUT,
+    hook_overrides,
+    import_check,
+    is_transient_error,
+    run_check,
+    safe_hook_settings,
+)
 
 if TYPE_CHECKING:
     from airflow_provider_quamotion.hooks.quamotion import QuamotionAsyncHook
 
-DEFAULT_CONN_ID = "quamotion_default"
-#: The largest JSON body (bytes) the HTTP trigger puts into an event.
-MAX_EVENT_BYTES = 64 * 1024
 #: The longest message an event carries.
 MAX_MESSAGE_CHARS = 1000
-
-#: Hook settings a trigger may carry: none of them is a secret.
-SAFE_HOOK_SETTINGS = frozenset(
-    {"base_url", "tenant_id", "authority_host", "resource", "project", "verify", "timeout", "retry"}
-)
-_SECRET_SETTINGS = frozenset({"client_secret", "api_key", "password", "token", "proxies"})
-
-STATUS_SUCCESS = "success"
-STATUS_FAILED = "failed"
-STATUS_TIMEOUT = "timeout"
-STATUS_ERROR = "error"
-
-
-def safe_hook_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The hook overrides a trigger may carry in ``serialize()``: non-secret settings, JSON-safe.
-
-    A ``RetryPolicy`` becomes a plain dict (rebuilt by :func:`hook_overrides`).
-
-    :param settings: the hook overrides given to a sensor or operator (``hook_settings=``).
-    :raises QuamotionConfigError: for a secret (``client_secret``, ``api_key``, proxies that may hold
-        credentials) or an unknown setting: those belong in the connection, which the trigger reads.
-    """
-    out: dict[str, Any] = {}
-    for name, value in (settings or {}).items():
-        if name in _SECRET_SETTINGS:
-            raise QuamotionConfigError(
-                f"hook_settings[{name!r}] cannot be passed to a deferrable task: trigger arguments are "
-                "stored in Airflow's database. Put it in the connection instead."
-            )
-        if name not in SAFE_HOOK_SETTINGS:
-            raise QuamotionConfigError(
-                f"Unknown hook setting {name!r} for a trigger; allowed: {', '.join(sorted(SAFE_HOOK_SETTINGS))}."
-            )
-        if value is None:
-            continue
-        if name == "retry" and not isinstance(value, Mapping):
-            fields = getattr(value, "__dataclass_fields__", {})
-            value = {f: getattr(value, f) for f in fields}
-        if name == "retry":
-            value = {k: sorted(v) if isinstance(v, frozenset | set) else v for k, v in dict(value).items()}
-        out[name] = value
-    return out
-
-
-def hook_overrides(settings: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The inverse of :func:`safe_hook_settings`: keyword arguments for a hook."""
-    out = dict(settings or {})
-    if isinstance(out.get("retry"), Mapping):
-        from airflow_provider_quamotion.settings import RetryPolicy
-
-        retry = dict(out["retry"])
-        if "retry_statuses" in retry:
-            retry["retry_statuses"] = frozenset(int(s) for s in retry["retry_statuses"])
-        out["retry"] = RetryPolicy(**retry)
-    return out
-
-
-def is_transient_error(err: BaseException, retry_statuses: Collection[int] | None = None) -> bool:
-    """Whether a failure left after the transport's retries may go away by itself (poll again later).
-
-    Transient: a retryable status (429, 5xx of the retry policy), a dropped connection or a timeout
-    (no status; a certificate failure excepted), a deadline reached inside the transport. Permanent:
-    401/403 after renewal, 404 (an unknown run or project), other 4xx, a reply that is not JSON, a
-    configuration or certificate problem.
-
-    :param err: the error a poll raised.
-    :param retry_statuses: the statuses the retry policy retries (default: the default policy's).
-    """
-    from airflow_provider_quamotion.exceptions import (
-        QuamotionApiError,
-        QuamotionAuthError,
-        QuamotionRateLimitedError,
-        QuamotionResponseError,
-        QuamotionTimeoutError,
-    )
-
-    if isinstance(err, QuamotionTimeoutError | QuamotionRateLimitedError):
-        return True
-    if isinstance(err, QuamotionAuthError):
-        return err.transient  # the token service was down; a refused credential is permanent
-    if not isinstance(err, QuamotionApiError) or isinstance(
-        err, QuamotionNotFoundError | QuamotionResponseError
-    ):
-        return False
-    if err.status is None:
-        from airflow_provider_quamotion.transport.policy import is_certificate_failure
-
-        return not is_certificate_failure(err)
-    if retry_statuses is None:
-        from airflow_provider_quamotion.settings import RetryPolicy
-
-        retry_statuses = RetryPolicy().retry_statuses
-    return err.status in retry_statuses
 
 
 #: A shared hook is handed to new triggers for this long; then a fresh one (re-reading the connection)
@@ -627,33 +544,6 @@ def _json_size(value: Any) -> int:
         return len(json.dumps(value, default=str))
     except (TypeError, ValueError):
         return len(str(value))
-
-
-def import_check(path: str) -> Any:
-    """Import a check given as ``"package.module.function"``.
-
-    :raises QuamotionConfigError: when it cannot be imported or is not callable.
-    """
-    from airflow.sdk.module_loading import import_string
-
-    try:
-        check = import_string(path)
-    except (ImportError, ValueError) as err:
-        raise QuamotionConfigError(
-            f"response_check {path!r} cannot be imported ({err}); give the dotted path of a function "
-            "importable in the triggerer and the worker, e.g. 'my_company.checks.all_done'."
-        ) from None
-    if not callable(check):
-        raise QuamotionConfigError(f"response_check {path!r} is not callable.")
-    return check
-
-
-def run_check(check: Any, body: Any) -> tuple[bool, Any]:
-    """Run a response check; returns (verdict, XCom value). A ``PokeReturnValue`` carries both."""
-    result = check(body)
-    if hasattr(result, "is_done") and hasattr(result, "xcom_value"):
-        return bool(result.is_done), result.xcom_value
-    return bool(result), None
 
 
 __all__ = [

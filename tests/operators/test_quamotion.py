@@ -185,7 +185,15 @@ def test_api_operator_init_is_offline_and_validates() -> None:
     with rm.Mocker() as mocker:  # no route: any request would raise NoMockAddress
         op = QuamotionApiOperator(task_id="t", endpoint="testRun", output_path="/tmp/x.json")
         assert not mocker.called
-    assert set(op.template_fields) == {"endpoint", "query_params", "json", "data", "headers", "output_path"}
+    assert set(op.template_fields) == {
+        "endpoint",
+        "query_params",
+        "json",
+        "data",
+        "headers",
+        "output_path",
+        "quamotion_conn_id",
+    }
     with pytest.raises(QuamotionConfigError, match="cannot be combined"):
         QuamotionApiOperator(task_id="t", endpoint="x", output_path="/tmp/x", response_filter=lambda r: 1)
 
@@ -515,7 +523,7 @@ def test_parse_errors_of_export_are_typed(m: Any, tmp_path: Path) -> None:
 def test_api_operator_hook_settings_reach_the_hook(m: Any, sleeps: list[float]) -> None:
     m.get(ROOT + "deviceGroup", status_code=503, headers={"Retry-After": "0"})
     op = QuamotionApiOperator(
-        task_id="t", endpoint="deviceGroup", hook_settings={"retry": {"max_attempts": 2}, "timeout": 7}
+        task_id="t", endpoint="deviceGroup", hook_params={"retry": {"max_attempts": 2}, "timeout": 7}
     )
     hook = op.get_hook()
     assert (hook.settings.retry.max_attempts, hook.settings.timeout) == (2, 7.0)
@@ -543,7 +551,7 @@ def test_export_operator_hook_settings_reach_the_hook(
         task_id="t",
         resource="test_runs",
         destination=str(tmp_path / "runs.jsonl"),
-        hook_settings={"retry": RetryPolicy(max_attempts=3), "project": "acme"},
+        hook_params={"retry": RetryPolicy(max_attempts=3), "project": "acme"},
     )
     with pytest.raises(QuamotionApiError, match="503"):
         op.execute({})
@@ -557,9 +565,9 @@ def test_export_operator_hook_settings_reach_the_hook(
 def test_unknown_hook_setting_fails_at_parse_time(operator: str) -> None:
     with rm.Mocker() as mocker, pytest.raises(QuamotionConfigError, match="retries"):
         if operator == "api":
-            QuamotionApiOperator(task_id="t", endpoint="x", hook_settings={"retries": 2})
+            QuamotionApiOperator(task_id="t", endpoint="x", hook_params={"retries": 2})
         else:
             QuamotionExportOperator(
-                task_id="t", resource="jobs", destination="/tmp/x.jsonl", hook_settings={"retries": 2}
+                task_id="t", resource="jobs", destination="/tmp/x.jsonl", hook_params={"retries": 2}
             )
     assert not mocker.called

@@ -79,11 +79,16 @@ def test_poke_reschedule_generic_and_artifacts(dag_runs: dict[str, DagRun]) -> N
     assert run.query("SELECT COUNT(*) FROM task_reschedule")[0][0] >= 1  # really rescheduled
     assert run.task_states()["wait_reschedule"] == ("success", 1)
     assert run.xcom("generic") == {"groups": 4}
-    uris = run.xcom("save")
+    saved = run.xcom("save")
     directory = run.results / "artifacts" / "20240101"
     files = sorted(p.name for p in directory.iterdir())
     assert len(files) == 4
-    assert sorted(uris) == sorted(f"file://{directory / f}" for f in files)
+    assert saved == {
+        "test_run_id": run_id,
+        "count": 4,
+        "total_bytes": sum((directory / f).stat().st_size for f in files),
+        "destination": f"file://{directory}",
+    }
     assert {f.rsplit("-", 1)[-1] for f in files if f.endswith(".zip")} == {"artifacts.zip"}
     assert all((directory / f).stat().st_size > 0 for f in files)
 
@@ -94,7 +99,7 @@ def test_deferrable_upload_start_wait_generic_and_link(dag_runs: dict[str, DagRu
     assert {s for s, _ in run.task_states().values()} == {"success"}
     app = run.xcom("upload_app")
     assert app["appId"] == "com.sandbox.shop" and app["versionDisplayName"] == "2.3.0"
-    assert run.xcom("upload_package")["name"] == "smoke-tests"
+    assert run.xcom("upload_package")["name"] == "smoke-tests.zip"  # the service keeps the extension
     run_id = run.xcom("start")
     assert run.xcom("wait")["test_run_id"] == run_id
     assert run.output.count("[DAG TEST] running trigger in line") >= 4  # start, wait, generic x2

@@ -53,7 +53,7 @@ def jobs(*statuses: str) -> list[dict[str, Any]]:
 
 
 def sensor(**kwargs: Any) -> QuamotionTestRunSensor:
-    kwargs.setdefault("hook_settings", {})
+    kwargs.setdefault("hook_params", {})
     return QuamotionTestRunSensor(task_id="wait", test_run_id="run-1", poke_interval=1, **kwargs)
 
 
@@ -93,7 +93,7 @@ def test_allow_skipped(api: rm.Mocker) -> None:
 def test_transient_errors_are_retried_not_fatal(api: rm.Mocker, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("tenacity.nap.time.sleep", lambda s: None)
     api.get(JOBS_URL, [{"status_code": 503}, {"status_code": 502}, {"json": jobs("success")}])
-    assert sensor(hook_settings=FAST).poke({})
+    assert sensor(hook_params=FAST).poke({})
     assert api.call_count >= 3
 
 
@@ -102,7 +102,7 @@ def test_a_transient_failure_left_after_the_retries_is_not_yet(
 ) -> None:
     """An outage outlasting the transport's retries does not fail the sensor: it pokes again later."""
     monkeypatch.setattr("tenacity.nap.time.sleep", lambda s: None)
-    s = sensor(hook_settings=FAST)
+    s = sensor(hook_params=FAST)
     api.get(JOBS_URL, status_code=503)
     assert s.poke({}) is False
     api.get(JOBS_URL, status_code=429)
@@ -124,7 +124,7 @@ def test_a_permanent_failure_fails_the_poke(
     monkeypatch.setattr("tenacity.nap.time.sleep", lambda s: None)
     api.get(JOBS_URL, status_code=status, json={"error": "nope"})
     with pytest.raises(error, match=str(status)):
-        sensor(hook_settings=FAST).poke({})
+        sensor(hook_params=FAST).poke({})
 
 
 def test_poke_mode_runs_to_success_through_execute(api: rm.Mocker, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -141,6 +141,7 @@ def test_poke_mode_runs_to_success_through_execute(api: rm.Mocker, monkeypatch: 
 
 
 def test_deferrable_defers_with_an_absolute_deadline(api: rm.Mocker) -> None:
+    api.get(JOBS_URL, json=jobs("pending", "success"))
     s = sensor(deferrable=True, timeout=300, execution_timeout=timedelta(seconds=120), allow_skipped=True)
     before = time.time()
     with pytest.raises(TaskDeferred) as deferred:
@@ -151,7 +152,30 @@ def test_deferrable_defers_with_an_absolute_deadline(api: rm.Mocker) -> None:
     assert before + 120 <= trigger.deadline <= time.time() + 120  # execution_timeout is the nearer
     assert deferred.value.method_name == "execute_complete"
     assert 120 < deferred.value.timeout.total_seconds() <= 120 + DEFER_GRACE_SECONDS
-    assert not api.request_history[-1].url.endswith("/jobs")  # no poll in the worker
+    polls = [r for r in api.request_history if r.url.endswith("/jobs")]
+    assert len(polls) == 1  # one check in the worker, then the trigger polls
+
+
+def test_deferrable_finished_run_returns_without_deferring(api: rm.Mocker) -> None:
+    """A run that already passed costs no trip through the triggerer: no TaskDeferred, its summary."""
+    api.get(JOBS_URL, json=jobs("success", "success"))
+    result = sensor(deferrable=True, timeout=300).execute({"ti": FakeTI()})  # type: ignore[arg-type]
+    assert result == {"test_run_id": "run-1", "state": "success", "job_count": 2}
+
+
+def test_deferrable_finished_failure_fails_without_deferring(api: rm.Mocker) -> None:
+    api.get(JOBS_URL, json=jobs("success", "failed"))
+    with pytest.raises(AirflowFailException, match="1 of 2"):
+        sensor(deferrable=True, timeout=300).execute({"ti": FakeTI()})  # type: ignore[arg-type]
+
+
+def test_deferrable_transient_first_check_still_defers(
+    api: rm.Mocker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tenacity.nap.time.sleep", lambda s: None)
+    api.get(JOBS_URL, status_code=503)
+    with pytest.raises(TaskDeferred):
+        sensor(deferrable=True, timeout=300, hook_params=FAST).execute({"ti": FakeTI()})  # type: ignore[arg-type]
 
 
 def test_default_deferrable_comes_from_config(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -163,7 +187,7 @@ def test_default_deferrable_comes_from_config(monkeypatch: pytest.MonkeyPatch) -
 
 def test_deferrable_refuses_secret_hook_settings() -> None:
     with pytest.raises(QuamotionError, match="connection"):
-        sensor(deferrable=True, hook_settings={"client_secret": "x"})
+        sensor(deferrable=True, hook_params={"client_secret": "x"})
 
 
 def test_execute_complete_outcomes() -> None:
@@ -239,12 +263,12 @@ def test_generic_transient_failures_are_not_yet_permanent_ones_fail(
 ) -> None:
     monkeypatch.setattr("tenacity.nap.time.sleep", lambda s: None)
     api.get(GROUPS_URL, status_code=502)
-    assert generic(hook_settings=FAST).poke({}) is False
+    assert generic(hook_params=FAST).poke({}) is False
     api.get(GROUPS_URL, exc=requests.exceptions.ConnectionError("connection dropped"))
-    assert generic(hook_settings=FAST).poke({}) is False
+    assert generic(hook_params=FAST).poke({}) is False
     api.get(GROUPS_URL, status_code=400, json={"error": "bad"})
     with pytest.raises(QuamotionError, match="400"):
-        generic(hook_settings=FAST).poke({})
+        generic(hook_params=FAST).poke({})
 
 
 def test_generic_deferrable_ships_no_callable() -> None:
@@ -288,8 +312,10 @@ def test_deferrable_link_needs_no_token_and_no_project_lookup(monkeypatch: pytes
 
     monkeypatch.setenv("AIRFLOW_CONN_QUAMOTION_DEFAULT", connection_json(project="acme"))
     ti = FakeTI()
+    s = sensor(deferrable=True, timeout=300)
+    monkeypatch.setattr(s, "poke", lambda context: False)  # the one check before deferring is not the link
     with rm.Mocker() as m:  # any request (Azure AD, /api/project) fails the test
         with pytest.raises(TaskDeferred):
-            sensor(deferrable=True, timeout=300).execute({"ti": ti})  # type: ignore[arg-type]
+            s.execute({"ti": ti})  # type: ignore[arg-type]
         assert m.request_history == []
     assert ti.xcom == {"test_run_id": "run-1", "test_run_url": f"{HOST}/project/acme/testRun/run-1"}

@@ -87,7 +87,7 @@ with DAG("q_deferrable", schedule=None, start_date=START, catchup=False) as defe
         device_group=GROUP,
         wait_for_completion=True,
         deferrable=True,
-        poll_interval=0.3,
+        poke_interval=0.3,
     )
     QuamotionTestRunSensor(task_id="wait", test_run_id=s.output, deferrable=True, timeout=60, **FAST)
     QuamotionSensor(
@@ -149,7 +149,7 @@ with DAG("q_failures", schedule=None, start_date=START, catchup=False) as failur
         device_group=GROUP,
         wait_for_completion=True,
         deferrable=False,
-        poll_interval=0.3,
+        poke_interval=0.3,
         retries=1,
         retry_delay=timedelta(seconds=0),
         trigger_rule="all_done",
