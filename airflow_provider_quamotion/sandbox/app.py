@@ -114,6 +114,53 @@ class FaultsAndCounters:
             await self.app(scope, receive, counting_send)
 
 
+#: The literal path segments of the API's routes, by their lower-case form.
+_LITERAL_SEGMENTS = {
+    seg.lower(): seg
+    for path in (
+        api.VERSION,
+        api.LOGIN,
+        api.PROJECTS,
+        PROJECT_API,
+        api.APPLICATIONS,
+        api.TEST_PACKAGES,
+        api.DEVICE_GROUPS,
+        api.TEST_RUNS,
+        api.test_run_jobs("x"),
+        api.job_log("x", live=True),
+        api.job_artifacts("x"),
+        api.SCHEDULES,
+    )
+    for seg in path.split("/")
+    if seg and "{" not in seg
+}
+
+
+class CaseInsensitivePaths:
+    """Match routes case-insensitively, as the real (ASP.NET) service does: ``/API/TestRun`` works.
+
+    Each literal segment of a route (``api``, ``testRun``, ``jobs``...) is rewritten to its canonical
+    case before routing; the segment after ``project`` (the project's name) and ids are left alone.
+
+    :param app: the wrapped application.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope["path"].startswith(ADMIN_PREFIX):
+            parts = scope["path"].split("/")
+            for n, seg in enumerate(parts):
+                if n >= 2 and parts[n - 1] == "project":
+                    continue
+                parts[n] = _LITERAL_SEGMENTS.get(seg.lower(), seg)
+            path = "/".join(parts)
+            if path != scope["path"]:
+                scope = {**scope, "path": path, "raw_path": path.encode()}
+        await self.app(scope, receive, send)
+
+
 async def _drop(send: Send) -> None:
     """Close the connection without a response.
 
@@ -343,7 +390,9 @@ def build_app(ctx: SandboxContext) -> ASGIApp:
     async def list_runs(request: Request) -> Response:
         created = list(store_of(request).created_runs())
         return StreamingResponse(
-            json_array(itertools.chain(data.iter_runs(), created)), media_type="application/json"
+            # newest first, as the real list: created runs, then the history from its end
+            json_array(itertools.chain(created, data.iter_runs(range(data.settings.runs)[::-1]))),
+            media_type="application/json",
         )
 
     async def create_run(request: Request) -> Response:
@@ -364,7 +413,7 @@ def build_app(ctx: SandboxContext) -> ASGIApp:
         index = data.run_index(run_id)
         if index is not None:
             return JSONResponse(data.jobs(index))
-        created = store.runs.get(run_id)
+        created = store.runs.get(run_id.lower())
         if created is None:
             raise HTTPException(404, f"test run {run_id!r} not found")
         return JSONResponse(created.jobs())
@@ -504,4 +553,4 @@ def build_app(ctx: SandboxContext) -> ASGIApp:
         return error_json(exc.status_code, error, str(exc.detail), dict(exc.headers or {}))
 
     starlette = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
-    return FaultsAndCounters(BearerAuth(starlette, ctx), ctx)
+    return CaseInsensitivePaths(FaultsAndCounters(BearerAuth(starlette, ctx), ctx))

@@ -37,8 +37,16 @@ OS_CODES = {ANDROID: 1, IOS: 2}
 #: Historical job ids are ``JOB_ID_BASE + run_index * JOBS_PER_RUN_SLOT + k`` (k = device index).
 JOB_ID_BASE = 50_000_000
 JOBS_PER_RUN_SLOT = 10
-#: Every ``OFFSETLESS_EVERY``-th run (index % 7 == 6) has ``scheduled`` without ``+00:00``, as the real list.
-OFFSETLESS_EVERY = 7
+#: A retried job's re-run has the id of its first attempt plus this (the slot's upper half).
+RETRY_ID_OFFSET = 5
+#: The most historical runs: every job id stays below 2**31 (the vendor's C# and Java clients model
+#: job ids as 32-bit ``int``) and below the ids of jobs created through the API.
+MAX_RUNS = 100_000_000
+#: Every ``RETRIED_EVERY``-th run (index % 13 == 12) holds a retried attempt: its first device's job
+#: canceled, then re-run passing under the same ``name``, as in the vendor's captured job list.
+RETRIED_EVERY = 13
+#: Every ``NULL_OS_EVERY``-th run (index % 11 == 10) has ``operatingSystem: null``, as captured.
+NULL_OS_EVERY = 11
 SCENARIOS = 8
 _RUN_ID_RE = re.compile(r"^([0-9a-f]{8})-5a4d-4000-8000-([0-9a-f]{12})$")
 
@@ -216,6 +224,8 @@ class SandboxData:
     def __init__(self, settings: DataSettings) -> None:
         if settings.runs < 0 or settings.days <= 0 or settings.projects < 1:
             raise ValueError("runs must be >= 0, days > 0 and projects >= 1")
+        if settings.runs > MAX_RUNS:
+            raise ValueError(f"runs must be <= {MAX_RUNS} (job ids must fit in 32 bits)")
         self.settings = settings
         self._key = hashlib.blake2b(str(settings.seed).encode(), digest_size=32).digest()
         self._tag = int.from_bytes(self._key[:4], "big")
@@ -301,7 +311,7 @@ class SandboxData:
         :param key: a ``deviceGroupId`` GUID or a group ``name``.
         """
         for group in self.device_groups:
-            if key in (group.record["deviceGroupId"], group.record["name"]):
+            if key.lower() == group.record["deviceGroupId"].lower() or key == group.record["name"]:
                 return group
         return None
 
@@ -347,7 +357,7 @@ class SandboxData:
 
         :param run_id: a ``testRunId``.
         """
-        m = _RUN_ID_RE.match(run_id)
+        m = _RUN_ID_RE.match(run_id.strip().lower())
         if not m or int(m.group(1), 16) != self._tag:
             return None
         i = int(m.group(2), 16)
@@ -364,14 +374,17 @@ class SandboxData:
         return {
             TEST_RUN_ID: self.run_id(p.i),
             "deviceGroup": p.group.record["deviceGroupId"],
-            "operatingSystem": OS_CODES[p.app["operatingSystem"]],
+            "operatingSystem": None
+            if p.i % NULL_OS_EVERY == NULL_OS_EVERY - 1
+            else OS_CODES[p.app["operatingSystem"]],
             "appId": p.app["appId"],
             "appVersion": p.app["version"],
             "testPackageName": p.package["name"],
             "testPackageVersion": p.package["version"],
-            TEST_RUN_SCHEDULED: iso_offset(p.ts, offset=p.i % OFFSETLESS_EVERY != OFFSETLESS_EVERY - 1),
+            # the captured list omits the offset on every run (see docs/sandbox.md); written in UTC
+            TEST_RUN_SCHEDULED: iso_offset(p.ts, offset=False),
             "commitId": p.commit,
-            "branch": "master",
+            "branch": None,  # null in every captured run
             "scheduleId": p.schedule["id"] if p.schedule else None,
             "cronSchedule": p.schedule["cron"] if p.schedule else None,
             "jobs": [],
@@ -382,10 +395,30 @@ class SandboxData:
 
         :param i: the run index.
         """
-        p = self._plan(i)
-        return [self._job(p, k) for k in range(len(p.group.record["devices"]))]
+        return self._jobs_of(self._plan(i))
 
-    def _job(self, p: _Plan, k: int) -> Record:
+    def _jobs_of(self, p: _Plan) -> list[Record]:
+        jobs = [self._job(p, k) for k in range(len(p.group.record["devices"]))]
+        if self._retried(p):
+            jobs.append(self._job(p, 0, rerun=True))
+        return jobs
+
+    @staticmethod
+    def _retried(p: _Plan) -> bool:
+        return p.i % RETRIED_EVERY == RETRIED_EVERY - 1
+
+    def _job(self, p: _Plan, k: int, *, rerun: bool = False) -> Record:
+        if rerun:
+            first = self._job(p, k)
+            rerun_at = parse_time(first["started"]) + (first["duration"] or 0) + 7.5
+            return {
+                **first,
+                JOB_ID: first[JOB_ID] + RETRY_ID_OFFSET,
+                JOB_STATUS: JobStatus.SUCCESS.value,
+                "duration": round(first["duration"] + 41.3, 1),
+                "started": iso_z(rerun_at),
+                JOB_HAS_ARTIFACTS: True,
+            }
         d = _Draw(self._key, 1, p.i, k)
         roll = d.below(100)
         status = (
@@ -399,6 +432,8 @@ class SandboxData:
         )
         started: str | None = iso_z(p.ts + 5 + d.below(115_000) / 1000)
         duration: float | None = round(30 + d.below(5700) / 10, 1)
+        if k == 0 and self._retried(p):
+            status = JobStatus.CANCELED
         if status is JobStatus.SKIPPED:
             started, duration = None, None
         elif status is JobStatus.CANCELED:
@@ -423,9 +458,11 @@ class SandboxData:
             return None
         p = self._plan(i)
         devices = p.group.record["devices"]
-        if k >= len(devices):
+        rerun = k >= RETRY_ID_OFFSET
+        k -= RETRY_ID_OFFSET if rerun else 0
+        if k >= len(devices) or (rerun and not (k == 0 and self._retried(p))):
             return None
-        return self._job(p, k), self._run_record(p), devices[k]
+        return self._job(p, k, rerun=rerun), self._run_record(p), devices[k]
 
     def index_range(self, since: float | None = None, until: float | None = None) -> range:
         """The indexes of the runs scheduled in ``[since, until)`` (POSIX seconds; ``None`` = open).
@@ -465,8 +502,8 @@ class SandboxData:
         for i in indexes if indexes is not None else range(self.settings.runs):
             p = self._plan(i)
             run = self._run_record(p)
-            for k in range(len(p.group.record["devices"])):
-                yield run, self._job(p, k)
+            for job in self._jobs_of(p):
+                yield run, job
 
 
 # --- logs and artifacts (shared by generated and created jobs) ------------------------------------

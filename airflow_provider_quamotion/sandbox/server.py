@@ -370,7 +370,8 @@ class Sandbox:
     ) -> Iterator[Record]:
         """The generated test runs scheduled in ``[since, until)``, exactly as the API serves them.
 
-        Runs created through the API are not included.
+        Newest first, as the real list (and the API after the runs created through it, which are
+        not included here).
 
         :param since: the window's inclusive start (``None``: from the first run).
         :param until: the window's exclusive end (``None``: to the last run).
@@ -384,7 +385,7 @@ class Sandbox:
         *,
         run_id_key: str | None = None,
     ) -> Iterator[Record]:
-        """The jobs of :meth:`expected_test_runs`, in run order, exactly as the API serves them.
+        """The jobs of :meth:`expected_test_runs`, in their order, exactly as the API serves them.
 
         :param since: the window's inclusive start.
         :param until: the window's exclusive end.
@@ -396,9 +397,11 @@ class Sandbox:
     def _window(
         self, since: float | str | dt.datetime | None, until: float | str | dt.datetime | None
     ) -> range:
-        return self.data.index_range(
+        """The window's run indexes, newest first (the order the API lists runs in)."""
+        window = self.data.index_range(
             None if since is None else parse_time(since), None if until is None else parse_time(until)
         )
+        return window[::-1]
 
 
 def _terminate(process: subprocess.Popen[bytes], timeout: float) -> None:

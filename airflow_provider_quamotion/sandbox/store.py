@@ -18,6 +18,7 @@ from airflow_provider_quamotion.api import (
     TEST_RUN_ID,
     TEST_RUN_SCHEDULED,
     JobStatus,
+    is_guid,
 )
 from airflow_provider_quamotion.sandbox.data import (
     ANDROID,
@@ -32,8 +33,9 @@ from airflow_provider_quamotion.sandbox.data import (
     test_package,
 )
 
-#: Jobs of runs created through the API get ids from here on (far above the generated ones).
-CREATED_JOB_ID_BASE = 9_000_000_000
+#: Jobs of runs created through the API get ids from here on (above the generated ones, and below
+#: 2**31: the vendor's C# and Java clients model job ids as 32-bit ``int``).
+CREATED_JOB_ID_BASE = 1_900_000_000
 #: A created run whose ``testScriptParameters`` contain this word (any case) ends ``failed``.
 FAIL_MARKER = "fail"
 #: Share of ``run_seconds`` a created run's jobs spend ``pending`` before ``running``.
@@ -78,7 +80,8 @@ def test_package_from_upload(filename: str) -> Record:
     :param filename: the uploaded file's name.
     """
     name, version, ext = _split_name(filename, ())
-    return test_package(name, version, "PowerShellScript" if ext == ".ps1" else "Pester")
+    # the real service keeps the file's extension in the name (``genymotiontest.ps1``)
+    return test_package(name + ext, version, "PowerShellScript" if ext == ".ps1" else "Pester")
 
 
 test_package_from_upload.__test__ = False  # type: ignore[attr-defined]
@@ -213,8 +216,8 @@ class ProjectStore:
     # --- test runs --------------------------------------------------------------------------------
 
     def created_runs(self) -> Iterator[Record]:
-        """The runs created through the API, oldest first."""
-        return (r.record for r in self.runs.values())
+        """The runs created through the API, newest first."""
+        return (r.record for r in reversed(list(self.runs.values())))
 
     def create_run(self, body: Any) -> CreatedRun:
         """Validate a ``CreateTestRunRequest`` and start the run.
@@ -246,7 +249,7 @@ class ProjectStore:
             "testPackageVersion": package["version"],
             TEST_RUN_SCHEDULED: iso_offset(now),
             "commitId": uuid.uuid4().hex + uuid.uuid4().hex[:8],
-            "branch": "master",
+            "branch": None,
             "scheduleId": schedule_id,
             "cronSchedule": cron.strip() or None,
             "jobs": [],
@@ -306,12 +309,44 @@ class ProjectStore:
                 "'deviceGroupId' (a device group GUID or name) or a 'deviceGroup' object is required"
             )
         group = self.data.device_group(key)
+        if group is None and isinstance(obj, dict):
+            group = self._ad_hoc_group(obj, body.get("app"))
         if group is None:
             known = "; ".join(
                 f"{g.record['name']} ({g.record['deviceGroupId']})" for g in self.data.device_groups
             )
             raise BadRequest(f"device group {key!r} does not exist; known device groups: {known}")
         return group
+
+    def _ad_hoc_group(self, obj: dict[str, Any], app: Any) -> DeviceGroup | None:
+        """An ad-hoc group (the C# client's tag groups: a new GUID with its ``devices``), or ``None``."""
+        group_id, devices = obj.get("deviceGroupId"), obj.get("devices")
+        if (
+            not isinstance(group_id, str)
+            or not is_guid(group_id)
+            or not isinstance(devices, list)
+            or not devices
+        ):
+            return None
+        selections = []
+        for n, device in enumerate(devices):
+            if not isinstance(device, dict):
+                raise BadRequest("every device of an ad-hoc 'deviceGroup' must be an object")
+            selection = {k: v for k, v in device.items() if v is not None}
+            selection.setdefault("deviceSelectionId", str(uuid.uuid5(uuid.UUID(group_id), str(n))))
+            selection.setdefault("name", selection.get("displayName") or f"device {n + 1}")
+            selection.setdefault("tags", [])
+            selection.setdefault("variables", {})
+            selections.append(selection)
+        record = {
+            "deviceGroupId": group_id,
+            "name": obj.get("name") or group_id,
+            "displayName": obj.get("displayName") or obj.get("name") or group_id,
+            "devices": selections,
+            "variables": dict(obj.get("variables") or {}),
+        }
+        os_name = app.get("operatingSystem") if isinstance(app, dict) else None
+        return DeviceGroup(record, IOS if str(os_name).lower() == "ios" else ANDROID)
 
     def _add_schedule(self, cron: str, app: Record) -> int:
         template = self.data.schedules[0]

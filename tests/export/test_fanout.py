@@ -43,7 +43,8 @@ def test_one_slow_run_does_not_hold_the_others_up(
     sb = sandbox_conn
     concurrency = 2
     since, until = window_of(sb, 0, 120)
-    slow = sb.data.run_id(0)  # the first run of the window: the head of the output order
+    # the newest run of the window: the head of the output order (the sandbox lists newest first)
+    slow = next(iter(sb.expected_test_runs(since, until)))["testRunId"]
     sb.set_faults(path=f"{slow}/jobs$", latency_ms=2000)
 
     events: list[tuple[str, str]] = []
@@ -86,8 +87,8 @@ def test_a_failed_export_stops_its_workers(
     sandbox_conn: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sb = sandbox_conn
-    broken = sb.data.run_id(0)
-    # The first run's jobs fail for good at once (404: no retry); every other run's jobs answer 503,
+    broken = QuamotionHook().list_test_runs()[0]["testRunId"]  # the head of the list (newest first)
+    # The first listed run's jobs fail for good at once (404: no retry); every other run's jobs answer 503,
     # so the other workers are in the middle of their retries (50 attempts, 50 ms apart) when it fails.
     sb.set_faults(
         {

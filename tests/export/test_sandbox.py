@@ -31,6 +31,11 @@ def window_of(sb: Sandbox, first: int, last: int) -> tuple[str, str]:
     return sb.data.run(first)["scheduled"], sb.data.run(last)["scheduled"]
 
 
+def in_time_order(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The sandbox lists runs newest first; its run ids sort in time order, then job ids per run."""
+    return sorted(records, key=lambda r: (r["testRunId"], r.get("id", 0)))
+
+
 def expected_jobs(sb: Sandbox, since: Any = None, until: Any = None) -> list[dict[str, Any]]:
     return [
         {"testRunId": j["testRunId"], **j} for j in sb.expected_jobs(since, until, run_id_key="testRunId")
@@ -46,7 +51,7 @@ def test_test_runs_window_jsonl(sandbox_conn: Sandbox, tmp_path: Path) -> None:
     got = [json.loads(line) for line in target.read_text().splitlines()]
     expected = list(sandbox_conn.expected_test_runs(since, until))
     assert got == expected
-    assert got[0]["testRunId"] == sandbox_conn.data.run_id(100)  # since is inclusive
+    assert got[-1]["testRunId"] == sandbox_conn.data.run_id(100)  # since is inclusive (newest first)
     assert sandbox_conn.data.run_id(160) not in {r["testRunId"] for r in got}  # until is exclusive
     assert summary["rows"] == len(expected) == 60
 
@@ -126,7 +131,7 @@ def test_jobs_into_postgres_window_rerun_and_rollback(
 
     assert export(day1)["destination"] == "public.quamotion_jobs"
     first = pg_rows(pg_database, "public.quamotion_jobs")
-    expected = expected_jobs(sandbox_conn, *day1)
+    expected = in_time_order(expected_jobs(sandbox_conn, *day1))
     assert [(r[0], int(r[1]), r[2]) for r in first] == [
         (j["testRunId"], j["id"], j["status"]) for j in expected
     ]
@@ -175,7 +180,7 @@ def test_test_runs_into_sqlite(
         ).execute({})
     with sqlite3.connect(db) as conn:
         got = [r[0] for r in conn.execute('SELECT "testRunId" FROM runs ORDER BY "_scheduled_utc"')]
-    assert got == [r["testRunId"] for r in sandbox_conn.expected_test_runs(since, until)]
+    assert got == [r["testRunId"] for r in in_time_order(list(sandbox_conn.expected_test_runs(since, until)))]
 
 
 def test_api_operator_against_sandbox(sandbox_conn: Sandbox, tmp_path: Path) -> None:

@@ -72,7 +72,7 @@ def test_upload_app_and_test_package(api: requests.Session, project_url: str):
 
     response = api.post(project_url + qapi.TEST_PACKAGES, files={field: ("checkout-tests-2.0.zip", b"zip")})
     (package,) = response.json()
-    assert (package["name"], package["version"]) == ("checkout-tests", "2.0")
+    assert (package["name"], package["version"]) == ("checkout-tests.zip", "2.0")  # keeps the extension
     assert package in api.get(project_url + qapi.TEST_PACKAGES).json()
 
     bad = api.post(project_url + qapi.APPLICATIONS, files={field: ("notes.txt", b"x")})
@@ -151,7 +151,7 @@ def test_run_lifecycle(sandbox_faultfree: Sandbox, api: requests.Session, projec
         time.sleep(0.1)
     assert seen == {"success": ["queued", "running", "success"], "failed": ["queued", "running", "failed"]}
     listed = [r["testRunId"] for r in api.get(project_url + qapi.TEST_RUNS).json()]
-    assert listed[-2:] == [runs["success"], runs["failed"]]
+    assert listed[:2] == [runs["failed"], runs["success"]]  # newest first
     jobs = api.get(project_url + qapi.test_run_jobs(runs["failed"])).json()
     group = next(
         g for g in sb.data.device_groups if g.record["deviceGroupId"] == run_request(sb)["deviceGroupId"]
@@ -221,3 +221,102 @@ def test_generated_job_log_artifacts_and_live_log(
     missing = api.get(project_url + qapi.job_artifacts(without["id"]))
     assert missing.status_code == 404
     assert missing.json()["error"] == "not_found"
+
+
+# --- fidelity to the vendor's evidence (issue 11) ----------------------------------------------------
+
+
+def wait_for_jobs(api: requests.Session, project_url: str, run_id: str, timeout: float = 20) -> list:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        jobs = api.get(project_url + qapi.test_run_jobs(run_id)).json()
+        if jobs:
+            return jobs
+        time.sleep(0.1)
+    raise AssertionError(f"run {run_id} got no jobs within {timeout} s")
+
+
+def test_an_ad_hoc_device_group_is_accepted(
+    sandbox_faultfree: Sandbox, api: requests.Session, project_url: str
+):
+    # the C# client's tag groups: a new GUID with its devices, sent as a whole deviceGroup object
+    body = run_request(sandbox_faultfree)
+    del body["deviceGroupId"]
+    group_id = "0b0f5f8e-7c5e-4a43-9a3f-2f1d3d3c9d11"
+    body["deviceGroup"] = {
+        "deviceGroupId": group_id,
+        "name": None,
+        "devices": [
+            {"deviceSelectionId": None, "name": None, "tags": ["android", "physical"], "variables": {}}
+        ],
+        "variables": {},
+    }
+    response = api.post(project_url + qapi.TEST_RUNS, json=body)
+    assert response.status_code == 200, response.text
+    run = response.json()
+    assert run["deviceGroup"] == group_id
+    assert run["branch"] is None
+    jobs = wait_for_jobs(api, project_url, run["testRunId"])
+    assert len(jobs) == 1 and isinstance(jobs[0]["name"], str) and jobs[0]["name"]
+    # both names for the group, as the provider sends them
+    both = {**run_request(sandbox_faultfree), "deviceGroup": body["deviceGroup"], "deviceGroupId": group_id}
+    assert api.post(project_url + qapi.TEST_RUNS, json=both).status_code == 200
+
+
+def test_an_unknown_group_id_without_devices_is_still_refused(
+    sandbox_faultfree: Sandbox, api: requests.Session, project_url: str
+):
+    body = {
+        **run_request(sandbox_faultfree),
+        "deviceGroup": {"deviceGroupId": "0b0f5f8e-7c5e-4a43-9a3f-2f1d3d3c9d12"},
+    }
+    del body["deviceGroupId"]
+    assert api.post(project_url + qapi.TEST_RUNS, json=body).status_code == 400
+
+
+def test_routes_and_run_guids_match_case_insensitively(
+    sandbox_faultfree: Sandbox, api: requests.Session, project_url: str
+):
+    sb = sandbox_faultfree
+    assert api.get(sb.api_url + "/API/Version").status_code == 200
+    upper_project = project_url.replace("/api/", "/API/")
+    assert api.get(upper_project + "TESTRUN").status_code == 200
+    assert api.get(upper_project + "devicegroup").json() == [g.record for g in sb.data.device_groups]
+    generated = sb.data.run_id(3)
+    assert api.get(project_url + f"testrun/{generated.upper()}/Jobs").json() == sb.data.jobs(3)
+    created = api.post(project_url + qapi.TEST_RUNS, json=run_request(sb)).json()["testRunId"]
+    wait_for_jobs(api, project_url, created)
+    response = api.get(project_url + qapi.test_run_jobs(created.upper()))
+    assert response.status_code == 200 and response.json()
+    for job in response.json():
+        assert api.get(project_url + f"Job/{job['id']}").status_code == 200
+    group = sb.data.device_groups[0].record["deviceGroupId"].upper()
+    body = {**run_request(sb), "deviceGroupId": group}
+    body["app"] = {**body["app"], "operatingSystem": sb.data.device_groups[0].operating_system}
+    assert api.post(project_url + "TestRun", json=body).status_code in (200, 400)  # routed, not 404
+
+
+def test_listed_runs_newest_first_with_offsetless_scheduled_and_32_bit_job_ids(
+    sandbox_faultfree: Sandbox, api: requests.Session, project_url: str
+):
+    sb = sandbox_faultfree
+    created = api.post(project_url + qapi.TEST_RUNS, json=run_request(sb)).json()["testRunId"]
+    runs = api.get(project_url + qapi.TEST_RUNS).json()
+    assert runs[0]["testRunId"] == created
+    generated = [r for r in runs if sb.data.run_index(r["testRunId"]) is not None]
+    indexes = [sb.data.run_index(r["testRunId"]) for r in generated]
+    assert indexes == sorted(indexes, reverse=True)
+    assert all("+" not in r["scheduled"] and not r["scheduled"].endswith("Z") for r in generated)
+    assert any(r["operatingSystem"] is None for r in generated)
+    jobs = (
+        wait_for_jobs(api, project_url, created)
+        + api.get(project_url + qapi.test_run_jobs(runs[1]["testRunId"])).json()
+    )
+    assert jobs and all(0 < job["id"] < 2**31 for job in jobs)  # the C# and Java clients read an int
+
+
+def test_uploaded_test_packages_keep_their_extension(api: requests.Session, project_url: str):
+    files = {qapi.UPLOAD_FILE_FIELD: ("genymotiontest.ps1", b"Describe 'x' {}")}
+    (package,) = api.post(project_url + qapi.TEST_PACKAGES, files=files).json()
+    assert package["name"] == "genymotiontest.ps1"
+    assert package["testPackageType"] == "PowerShellScript"

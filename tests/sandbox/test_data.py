@@ -46,21 +46,54 @@ def test_times_span_the_days_before_the_anchor_in_order():
     assert stamps == sorted(stamps)
     assert ANCHOR - 10 * 86400 <= stamps[0] < ANCHOR - 9.9 * 86400
     assert ANCHOR - 0.1 * 86400 < stamps[-1] < ANCHOR
-    offsetless = [i for i, r in enumerate(data.iter_runs()) if not r["scheduled"].endswith("+00:00")]
-    assert offsetless == list(range(6, 1000, 7))
+    # the captured list omits the offset on every run
+    assert not [r for r in data.iter_runs() if "+" in r["scheduled"] or r["scheduled"].endswith("Z")]
+
+
+def test_null_fields_and_retried_attempts_as_captured():
+    data = make(runs=200)
+    runs = list(data.iter_runs())
+    assert all(r["branch"] is None for r in runs)
+    null_os = [i for i, r in enumerate(runs) if r["operatingSystem"] is None]
+    assert null_os == list(range(10, 200, 11))
+    assert {r["operatingSystem"] for r in runs} == {None, 1, 2}
+    retried = [i for i in range(200) if len({j["name"] for j in data.jobs(i)}) < len(data.jobs(i))]
+    assert retried == list(range(12, 200, 13))
+    for i in retried:
+        jobs = data.jobs(i)
+        first, rerun = jobs[0], jobs[-1]
+        assert first["name"] == rerun["name"]
+        assert (first["status"], rerun["status"]) == ("canceled", "success")
+        assert parse_time(rerun["started"]) > parse_time(first["started"]) and rerun["id"] > first["id"]
+        assert data.job(rerun["id"]) is not None and data.job(rerun["id"])[0] == rerun
+        assert [j for j in qapi.latest_attempts(jobs) if j["name"] == first["name"]] == [rerun]
+    assert data.job(JOB_ID_BASE + 11 * 10 + 5) is None  # no re-run slot in a run without a retry
+
+
+def test_job_ids_fit_in_32_bits():
+    from airflow_provider_quamotion.sandbox.data import MAX_RUNS
+    from airflow_provider_quamotion.sandbox.store import CREATED_JOB_ID_BASE
+
+    data = make(runs=MAX_RUNS)
+    last = data.jobs(MAX_RUNS - 1)
+    assert max(j["id"] for j in last) < CREATED_JOB_ID_BASE
+    assert CREATED_JOB_ID_BASE + 10_000_000 * 10 < 2**31
+    with pytest.raises(ValueError, match="32 bits"):
+        make(runs=MAX_RUNS + 1)
 
 
 def test_jobs_statuses_and_ids():
     data = make(runs=2000)
     jobs_per_run = [len(data.jobs(i)) for i in range(2000)]
-    assert set(jobs_per_run) <= {1, 2, 3, 4}
+    assert set(jobs_per_run) <= {1, 2, 3, 4, 5}  # 5: four devices and a re-run
     assert len(set(jobs_per_run)) > 1
     statuses = Counter(job["status"] for _, job in data.iter_jobs())
     assert set(statuses) == {"success", "failed", "canceled", "skipped"}
     assert statuses["success"] > sum(statuses.values()) * 0.7
     for i in (0, 1234, 1999):
         for k, job in enumerate(data.jobs(i)):
-            assert job["id"] == JOB_ID_BASE + i * 10 + k
+            rerun = k == len(data.jobs(i)) - 1 and i % 13 == 12
+            assert job["id"] == JOB_ID_BASE + i * 10 + (5 if rerun else k)
             assert all(qapi.JobStatus.parse(job["status"]).is_terminal for job in data.jobs(i))
             found = data.job(job["id"])
             assert found is not None and found[0] == job and found[1] == data.run(i)
@@ -107,7 +140,7 @@ def test_served_records_equal_expected(sandbox_faultfree: Sandbox, api: requests
     served = api.get(project_url + qapi.TEST_RUNS).json()
     expected = list(sb.expected_test_runs())
     assert len(expected) == 300
-    assert served[:300] == expected  # runs created by other tests come after the generated ones
+    assert served[-300:] == expected  # newest first: runs created by other tests come before
     jobs = list(sb.expected_jobs(run_id_key=qapi.TEST_RUN_ID))
     for run in expected[::37]:
         served_jobs = api.get(project_url + qapi.test_run_jobs(run["testRunId"])).json()
@@ -121,11 +154,11 @@ def test_served_records_equal_expected(sandbox_faultfree: Sandbox, api: requests
 
 
 def test_windowed_expectations(sandbox: Sandbox):
-    runs = list(sandbox.expected_test_runs())
+    runs = list(sandbox.expected_test_runs())[::-1]  # served newest first
     since, until = runs[100]["scheduled"], runs[200]["scheduled"]
     window = list(sandbox.expected_test_runs(since, until))
-    assert window[0] == runs[100]
-    assert window[-1]["testRunId"] != runs[200]["testRunId"]
+    assert window[-1] == runs[100]
+    assert window[0]["testRunId"] != runs[200]["testRunId"]
     assert all(parse_time(since) <= parse_time(r["scheduled"]) < parse_time(until) for r in window)
     assert len(window) <= 100
 
