@@ -34,6 +34,7 @@ _CHUNK = 65536
 
 #: ``bytes.translate`` arguments: keep only quotes and brackets, and read ``{``/``}`` as ``[``/``]``.
 _NOT_MARKS = bytes(b for b in range(256) if b not in b'"[]{}')
+_NOT_MARKS_NOR_BACKSLASH = bytes(b for b in range(256) if b not in b'"[]{}\\')
 _UNIFY = bytes.maketrans(b"{}", b"[]")
 
 
@@ -75,13 +76,21 @@ class DepthGuard:
             data = kept
         else:
             self._carry = b""
-        if b"\\" in data:  # backslashes are only in strings: drop pairs, then escaped quotes
+        # Only quotes and brackets matter (and backslashes, which are only in strings: escaped
+        # backslashes are dropped, then escaped quotes).
+        if b"\\" in data:
             if b"\\\\" in data:
                 data = data.replace(b"\\\\", b"")
-            data = data.replace(b'\\"', b"")
-        # Only quotes and brackets matter. Two quotes with nothing between them toggle the state
-        # twice, so dropping them changes nothing: what is left is the quotes next to a bracket.
-        marks = data.translate(None, _NOT_MARKS)
+            escaped = data.count(b'\\"')
+            marks = data.translate(None, _NOT_MARKS_NOR_BACKSLASH)
+            if marks.count(b'\\"') == escaped:  # no other escape stands before a quote here
+                marks = marks.replace(b'\\"', b"").translate(None, b"\\")
+            else:
+                marks = data.replace(b'\\"', b"").translate(None, _NOT_MARKS)
+        else:
+            marks = data.translate(None, _NOT_MARKS)
+        # Two quotes with nothing between them toggle the state twice, so dropping them changes
+        # nothing: what is left is the quotes next to a bracket.
         if b'"' in marks:
             marks = marks.replace(b'""', b"")
         if b'"' in marks:

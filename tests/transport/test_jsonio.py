@@ -110,12 +110,12 @@ def _random_value(rng: random.Random, depth: int) -> Any:
         return [_random_value(rng, depth - 1) for _ in range(rng.randint(0, 3))]
     if depth > 0 and roll < 0.6:
         return {rng.choice('ab[{"\\'): _random_value(rng, depth - 1) for _ in range(rng.randint(0, 3))}
-    return "".join(rng.choice('ab[]{}"\\\\') for _ in range(rng.randint(0, 12)))
+    return "".join(rng.choice('ab[]{}"\\\\\n\té') for _ in range(rng.randint(0, 12)))
 
 
 def test_the_guard_agrees_with_a_character_by_character_reading_at_any_chunking() -> None:
     rng = random.Random(20261201)
-    for _ in range(400):
+    for _ in range(1500):
         text = json.dumps(_random_value(rng, rng.randint(0, 12)))
         data = text.encode()
         depth = _reference_depth(text)
