@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 
 DEFAULT_CONN_ID = "quamotion_default"
 COPY_CHUNK_BYTES = 1024 * 1024
+#: The most bytes of a job's live log :meth:`QuamotionHook.stream_job_log` reads by default.
+LIVE_LOG_MAX_BYTES = 1024 * 1024
+#: The most bytes of a live log read at once (the reply arrives as the job writes it).
+LIVE_LOG_CHUNK_BYTES = 8192
 
 
 def _settings_of(conn: Any, conn_id: str, overrides: Mapping[str, Any]) -> QuamotionSettings:
@@ -279,6 +283,47 @@ class QuamotionHook(_QuamotionHookBase):
     def get_job_log(self, job_id: int | str) -> str:
         """A job's plain-text log."""
         return self.request("GET", api.job_log(job_id)).text
+
+    def stream_job_log(
+        self,
+        job_id: int | str,
+        *,
+        max_bytes: int = LIVE_LOG_MAX_BYTES,
+        chunk_bytes: int = LIVE_LOG_CHUNK_BYTES,
+    ) -> Iterator[str]:
+        """Follow a job's log live (``GET job/{id}/log/live``), yielding each line as it arrives.
+
+        The service keeps the reply open while the job runs and ends it when the job ends (the
+        vendor's Bitrise step follows it with wget). Lines come without their line break, decoded
+        as UTF-8 (undecodable bytes replaced). At most ``max_bytes`` of the body are read: past the
+        budget the stream is closed and a last partial line, if any, is yielded cut. The request
+        is sent when iteration starts; close the generator to stop following early.
+
+        :param job_id: the job.
+        :param max_bytes: the most bytes of log read (the budget: a chatty job cannot fill memory or
+            the task log).
+        :param chunk_bytes: the most bytes read at once.
+        """
+        if max_bytes < 0 or chunk_bytes < 1:
+            raise ValueError("max_bytes must be >= 0 and chunk_bytes >= 1")
+        with self.request("GET", api.job_log(job_id, live=True), stream=True) as response:
+            pending = b""
+            budget = max_bytes
+            for chunk in response.iter_content(chunk_size=min(chunk_bytes, max(1, budget))):
+                if not chunk:
+                    continue
+                if len(chunk) > budget:
+                    chunk = chunk[:budget]
+                budget -= len(chunk)
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    yield line.rstrip(b"\r").decode("utf-8", errors="replace")
+                if budget <= 0:
+                    self.log.info("Live log of job %s cut at its budget of %d bytes.", job_id, max_bytes)
+                    break
+            if pending:
+                yield pending.rstrip(b"\r").decode("utf-8", errors="replace")
 
     def download_job_log(self, job_id: int | str, destination: str | os.PathLike[str] | Any) -> str:
         """Stream a job's log to a local path or ``ObjectStoragePath``; returns the destination."""

@@ -246,3 +246,46 @@ def test_token_service_outage_is_transient_and_a_refusal_is_not(
         QuamotionHook(retry=FAST).get_version()
     assert not refused.value.transient
     assert refused.value.code == "AADSTS7000215"
+
+
+def _first_job_of_new_run(hook: QuamotionHook) -> tuple[str, dict]:
+    from tests.sandbox_helpers import start_run
+
+    run_id = start_run()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        jobs = hook.list_jobs(run_id)
+        if jobs:
+            return run_id, jobs[0]
+        time.sleep(0.05)
+    raise AssertionError("the run got no jobs")
+
+
+def test_stream_job_log_follows_a_running_job_until_it_ends(sandbox_conn: Sandbox) -> None:
+    hook = QuamotionHook()
+    run_id, job = _first_job_of_new_run(hook)
+    assert job["status"] in ("pending", "running")
+    arrivals: list[tuple[float, str]] = []
+    for line in hook.stream_job_log(job["id"]):
+        arrivals.append((time.monotonic(), line))
+    lines = [line for _, line in arrivals]
+    assert lines[0].startswith(f"Quamotion sandbox runner: job {job['id']} of test run {run_id}")
+    assert lines[-1] == "Job finished: success"
+    assert hook.get_job(job["id"])["status"] == "success"  # the stream ended with the job
+    assert arrivals[-1][0] - arrivals[0][0] > 0.2  # lines came as the job wrote them, not at once
+    assert lines == hook.get_job_log(job["id"]).splitlines()
+    with hook.request("GET", f"job/{job['id']}/log/live", stream=True) as response:
+        assert response.headers.get("transfer-encoding") == "chunked"  # streamed, not sized up front
+
+
+def test_stream_job_log_stops_at_its_byte_budget(sandbox_conn: Sandbox) -> None:
+    hook = QuamotionHook()
+    job_id = sandbox_conn.data.jobs(0)[0]["id"]
+    full = hook.get_job_log(job_id)
+    budget = 100
+    lines = list(hook.stream_job_log(job_id, max_bytes=budget, chunk_bytes=7))
+    assert sum(len(line.encode()) + 1 for line in lines) <= budget + 1
+    assert "\n".join(lines) == full.encode()[:budget].decode("utf-8", errors="replace").rstrip("\n")
+    assert list(hook.stream_job_log(job_id)) == full.splitlines()
+    with pytest.raises(QuamotionNotFoundError):
+        list(hook.stream_job_log(999))
