@@ -14,7 +14,11 @@ import tenacity
 from requests.adapters import HTTPAdapter
 
 from airflow_provider_quamotion import api
-from airflow_provider_quamotion.exceptions import QuamotionInsecureRequestError, register_secret
+from airflow_provider_quamotion.exceptions import (
+    QuamotionInsecureRequestError,
+    QuamotionResponseError,
+    register_secret,
+)
 from airflow_provider_quamotion.transport import project
 from airflow_provider_quamotion.transport.jsonio import parse_json
 from airflow_provider_quamotion.transport.policy import (
@@ -24,6 +28,7 @@ from airflow_provider_quamotion.transport.policy import (
     attempt_timeout,
     build_retrying,
     check_destination,
+    destination_of,
     error_for_status,
     origin_of,
     resolve_url,
@@ -171,7 +176,17 @@ class QuamotionSession(requests.Session):
         def attempt() -> requests.Response:
             rewind()
             kwargs["timeout"] = attempt_timeout(timeout, time_left(), where)
-            response = self._send_with_renewal(method, full_url, kwargs)
+            try:
+                response = self._send_with_renewal(method, full_url, kwargs)
+            except ValueError as exc:  # requests parsing a reply's Location header (a bad redirect)
+                if isinstance(exc, requests.RequestException):
+                    raise
+                raise QuamotionResponseError(
+                    f"{where}: the reply could not be followed ({exc}); its redirect (Location header) "
+                    "is not a valid URL.",
+                    method=method,
+                    url=full_url,
+                ) from None
             status = response.status_code
             if status >= 400 and retry_decision(self.settings.retry, retry_as, status=status):
                 error = error_for_status(method, full_url, status, _peek_body(response), response.headers)
@@ -237,6 +252,12 @@ class QuamotionSession(requests.Session):
         try:
             check_destination(url, self.allowed_origin)
         except QuamotionInsecureRequestError:
+            try:
+                destination_of(url)
+            except QuamotionInsecureRequestError as err:
+                raise QuamotionResponseError(
+                    f"Refused to follow a {response.status_code} redirect: {err}", url=url
+                ) from None
             prepared_request.headers.pop("Authorization", None)
             prepared_request.headers.pop("Cookie", None)
             if prepared_request.body is not None:

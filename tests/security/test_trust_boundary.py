@@ -370,3 +370,13 @@ def test_the_sync_project_lookup_turns_html_into_a_typed_error(monkeypatch: pyte
         m.get(f"{HOST}/api/project", text="<html>maintenance</html>", headers={"Content-Type": "text/html"})
         with pytest.raises(QuamotionResponseError, match="not JSON"):
             QuamotionHook(retry=FAST).list_test_runs()
+
+
+@pytest.mark.parametrize("location", ["http://[::1:80/x", "https://own\\@other/x", "https://a b/"])
+def test_a_bad_location_header_is_one_typed_error(monkeypatch: pytest.MonkeyPatch, location: str) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_QUAMOTION_DEFAULT", connection_json())
+    with rm.Mocker() as m:
+        mock_aad(m)
+        m.get(f"{HOST}/api/version", status_code=302, headers={"Location": location})
+        with pytest.raises(QuamotionError):
+            QuamotionHook(retry=FAST).request("GET", "/api/version")
