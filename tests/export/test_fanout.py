@@ -115,7 +115,7 @@ def test_a_failed_export_stops_its_workers(
         resource="jobs",
         destination=str(target),
         max_concurrency=4,
-        hook_settings={"retry": retry},
+        hook_params={"retry": retry},
     )
     with pytest.raises(QuamotionApiError, match="404"):
         operator.execute({})

@@ -115,7 +115,7 @@ def test_sensor_poke_treats_an_outage_as_not_yet(sandbox_conn: Sandbox) -> None:
         "retry": {"max_attempts": 2, "backoff_initial": 0.01, "backoff_max": 0.02, "retry_after_max": 0.05}
     }
     sensor = QuamotionTestRunSensor(
-        task_id="wait", test_run_id=run_id, deferrable=False, poke_interval=0.2, hook_settings=fast
+        task_id="wait", test_run_id=run_id, deferrable=False, poke_interval=0.2, hook_params=fast
     )
     for fault in ({"status": 503, "retry_after": 0}, {"status": "drop"}):
         sandbox_conn.set_faults(path=r"/jobs$", **fault)
