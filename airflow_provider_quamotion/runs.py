@@ -274,6 +274,28 @@ def wait_deadline(
     return min(limits)
 
 
+def sensor_deadline(sensor: Any, context: Mapping[str, Any]) -> float | None:
+    """The absolute deadline (epoch seconds) of a poke or reschedule sensor's whole wait.
+
+    Its start (in reschedule mode the first reschedule's date, as Airflow counts it) plus its
+    ``timeout`` and bounded by ``execution_timeout``; each poll passes it to the transport, so a poll
+    (its retries included) never outlives the sensor's ``timeout`` by more than one poll interval.
+
+    :param sensor: the sensor (its ``timeout``, ``execution_timeout`` and ``reschedule``).
+    :param context: the task's context (its ``ti``, for the first reschedule's date).
+    """
+    start = time.time()
+    if getattr(sensor, "reschedule", False):
+        ti: Any = context.get("ti")
+        first = ti.get_first_reschedule_date(context) if hasattr(ti, "get_first_reschedule_date") else None
+        if first is not None:
+            start = first.timestamp()
+    deadline, _ = wait_deadline(getattr(sensor, "timeout", None), None, now=start)
+    limit, _ = wait_deadline(None, getattr(sensor, "execution_timeout", None))
+    candidates = [d for d in (deadline, limit) if d is not None]
+    return min(candidates) if candidates else None
+
+
 def limit_text(timeout: float | None, execution_timeout: timedelta | None) -> str:
     """Which of ``timeout`` and ``execution_timeout`` bounds a wait (the smaller), for messages."""
     return wait_deadline(timeout, execution_timeout, now=0.0)[1] or "deadline"
@@ -316,10 +338,13 @@ def format_run_success(test_run_id: str, job_count: int) -> str:
 
 
 def poll_run(
-    hook: QuamotionHook, test_run_id: str, allow_skipped: bool
+    hook: QuamotionHook, test_run_id: str, allow_skipped: bool, deadline: float | None = None
 ) -> tuple[api.TestRunState, list[Any]]:
-    """One poll of a run: its state and jobs (transient errors are retried by the transport)."""
-    jobs = hook.list_jobs(test_run_id)
+    """One poll of a run: its state and jobs (transient errors are retried by the transport).
+
+    :param deadline: the wait's absolute deadline: the poll's retries and timeouts stay within it.
+    """
+    jobs = hook.list_jobs(test_run_id, deadline=deadline)
     return api.run_state_from_jobs(jobs, allow_skipped=allow_skipped), jobs
 
 

@@ -268,10 +268,13 @@ class QuamotionHook(_QuamotionHookBase):
         named = [g for g in groups if g.get(api.DEVICE_GROUP_NAME) == key]
         return dict(named[0]) if len(named) == 1 else None
 
-    def list_jobs(self, test_run_id: str) -> list[dict[str, Any]]:
-        """A test run's jobs (empty while it is queued); a malformed reply is a ``QuamotionResponseError``."""
+    def list_jobs(self, test_run_id: str, *, deadline: float | None = None) -> list[dict[str, Any]]:
+        """A test run's jobs (empty while it is queued); a malformed reply is a ``QuamotionResponseError``.
+
+        :param deadline: an absolute time (epoch seconds) the call, its retries included, must not outlive.
+        """
         endpoint = api.test_run_jobs(test_run_id)
-        return api.jobs_from_reply(self.get_json(endpoint), f"GET {endpoint}")
+        return api.jobs_from_reply(self.get_json(endpoint, deadline=deadline), f"GET {endpoint}")
 
     def get_job(self, job_id: int | str) -> dict[str, Any]:
         """One job."""

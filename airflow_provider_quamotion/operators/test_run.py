@@ -435,7 +435,7 @@ class QuamotionStartTestRunOperator(QuamotionBaseOperator):
         last_error = ""
         while True:
             try:
-                state, jobs = poll_run(hook, test_run_id, self.allow_skipped)
+                state, jobs = poll_run(hook, test_run_id, self.allow_skipped, deadline)
             except QuamotionError as err:
                 if not is_transient_error(err, hook.settings.retry.retry_statuses):
                     raise

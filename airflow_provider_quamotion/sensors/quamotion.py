@@ -57,6 +57,7 @@ from airflow_provider_quamotion.runs import (  # the wait helpers (re-exported h
     run_check,
     run_result,
     safe_hook_settings,
+    sensor_deadline,
     wait_deadline,
 )
 
@@ -87,6 +88,8 @@ class QuamotionTestRunSensor(QuamotionTaskMixin, BaseSensorOperator):
     """
 
     template_fields = ("test_run_id", "quamotion_conn_id")
+    #: The wait's absolute deadline, passed to every poll (set when the task starts).
+    _wait_deadline: float | None = None
     operator_extra_links = (QuamotionTestRunLink(),)
     ui_color = "#d9ecf5"
 
@@ -115,8 +118,10 @@ class QuamotionTestRunSensor(QuamotionTaskMixin, BaseSensorOperator):
         """Poke/reschedule as any sensor, or (deferrable) check once, then defer to the trigger."""
         push_run_reference(context, self.hook, str(self.test_run_id))
         if not self.deferrable:
+            self._wait_deadline = sensor_deadline(self, context)
             return super().execute(context)
         deadline, _ = wait_deadline(self.timeout, self.execution_timeout)
+        self._wait_deadline = deadline
         first = self.poke(context)  # a finished run is reported now, with no trip through the triggerer
         if isinstance(first, PokeReturnValue) and first.is_done:
             return first.xcom_value
@@ -139,7 +144,7 @@ class QuamotionTestRunSensor(QuamotionTaskMixin, BaseSensorOperator):
         """One poll: done when the run passed; ``AirflowFailException`` when it finished otherwise."""
         test_run_id = str(self.test_run_id)
         try:
-            state, jobs = poll_run(self.hook, test_run_id, self.allow_skipped)
+            state, jobs = poll_run(self.hook, test_run_id, self.allow_skipped, self._wait_deadline)
         except QuamotionError as err:
             if not is_transient_error(err, self.hook.settings.retry.retry_statuses):
                 raise
@@ -190,6 +195,8 @@ class QuamotionSensor(QuamotionTaskMixin, BaseSensorOperator):
     """
 
     template_fields = ("endpoint", "query_params", "quamotion_conn_id")
+    #: The wait's absolute deadline, passed to every poll (set when the task starts).
+    _wait_deadline: float | None = None
     ui_color = "#d9ecf5"
 
     def __init__(
@@ -238,10 +245,17 @@ class QuamotionSensor(QuamotionTaskMixin, BaseSensorOperator):
 
         try:
             params = check_mapping("query_params", self.query_params)
-            response = self.hook.request(self.method, self.endpoint, params=params, stream=True)
-            # the body is read within a byte budget, and the connection's timeout bounds all of it
+            wait_deadline = self._wait_deadline
+            response = self.hook.request(
+                self.method, self.endpoint, params=params, stream=True, deadline=wait_deadline
+            )
+            # the body is read within a byte budget; the connection's timeout (and the wait's
+            # deadline) bound all of it
+            read_deadline = time.time() + self.hook.settings.timeout
             body = read_json_or_text(
-                response, max_bytes=MAX_BODY_BYTES, deadline=time.time() + self.hook.settings.timeout
+                response,
+                max_bytes=MAX_BODY_BYTES,
+                deadline=read_deadline if wait_deadline is None else min(read_deadline, wait_deadline),
             )
         except QuamotionNotFoundError:
             if not self.not_found_ok:
@@ -266,6 +280,7 @@ class QuamotionSensor(QuamotionTaskMixin, BaseSensorOperator):
     def execute(self, context: Context) -> Any:
         """Poke/reschedule as any sensor, or defer to :class:`QuamotionHttpTrigger`."""
         if not self.deferrable:
+            self._wait_deadline = sensor_deadline(self, context)
             return super().execute(context)
         if isinstance(self.response_check, str):
             import_check(self.response_check)  # fail now, in the worker, for a bad path

@@ -319,3 +319,50 @@ def test_deferrable_link_needs_no_token_and_no_project_lookup(monkeypatch: pytes
             s.execute({"ti": ti})  # type: ignore[arg-type]
         assert m.request_history == []
     assert ti.xcom == {"test_run_id": "run-1", "test_run_url": f"{HOST}/project/acme/testRun/run-1"}
+
+
+# --- the wait's deadline bounds every poll ---------------------------------------------------------
+
+
+def test_a_poke_never_outlives_the_sensor_timeout_through_its_retries(api: rm.Mocker) -> None:
+    # every poll answers 503 "retry in 1 s": without the wait's deadline one poke would spend all
+    # ten of the transport's attempts (~9 s) before the 1.5 s timeout is even looked at
+    api.get(JOBS_URL, status_code=503, headers={"Retry-After": "1"})
+    with pytest.raises(AirflowSensorTimeout):
+        QuamotionTestRunSensor(
+            task_id="wait", test_run_id="run-1", poke_interval=0.5, timeout=1.5, deferrable=False
+        ).execute({"ti": FakeTI()})  # type: ignore[arg-type]
+    assert api.request_history[-1].url == JOBS_URL
+    assert sum(1 for r in api.request_history if r.url == JOBS_URL) <= 3
+
+
+def test_the_generic_poke_passes_the_wait_deadline_too(api: rm.Mocker) -> None:
+    url = f"{HOST}/project/acme/api/deviceGroup"
+    api.get(url, status_code=503, headers={"Retry-After": "1"})
+    with pytest.raises(AirflowSensorTimeout):
+        QuamotionSensor(
+            task_id="wait", endpoint="deviceGroup", poke_interval=0.5, timeout=1.5, deferrable=False
+        ).execute({"ti": FakeTI()})  # type: ignore[arg-type]
+    assert sum(1 for r in api.request_history if r.url == url) <= 3
+
+
+def test_a_rescheduled_sensor_counts_from_its_first_reschedule() -> None:
+    from datetime import datetime, timezone
+
+    from airflow_provider_quamotion.runs import sensor_deadline
+
+    first = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+    class RescheduledTI(FakeTI):
+        def get_first_reschedule_date(self, context: Any) -> datetime:
+            return first
+
+    s = QuamotionTestRunSensor(
+        task_id="wait", test_run_id="r", mode="reschedule", timeout=600, deferrable=False
+    )
+    assert sensor_deadline(s, {"ti": RescheduledTI()}) == first.timestamp() + 600
+    first = datetime.now(timezone.utc) - timedelta(seconds=10)  # started 10 s ago, 590 s left...
+    s.execution_timeout = timedelta(seconds=60)  # ...but this try may run 60 s only
+    before = time.time()
+    deadline = sensor_deadline(s, {"ti": RescheduledTI()})
+    assert deadline is not None and before + 60 <= deadline <= time.time() + 60
