@@ -21,7 +21,7 @@ from airflow_provider_quamotion import CONN_TYPE, api
 from airflow_provider_quamotion.auth import CachedTokenProvider, token_provider
 from airflow_provider_quamotion.exceptions import QuamotionConfigError, QuamotionError, QuamotionNotFoundError
 from airflow_provider_quamotion.settings import QuamotionSettings, settings_from_connection
-from airflow_provider_quamotion.transport.aio import AsyncQuamotionClient
+from airflow_provider_quamotion.transport.aio import AsyncQuamotionClient, ssl_context
 from airflow_provider_quamotion.transport.jsonio import iter_json_records, parse_json
 from airflow_provider_quamotion.transport.sync import QuamotionSession
 from airflow_provider_quamotion.uploads import MultipartFile
@@ -408,6 +408,8 @@ class QuamotionAsyncHook(_QuamotionHookBase):
                 if self._client is None:
                     conn = await self.aget_connection(self.quamotion_conn_id)
                     settings = _settings_of(conn, self.quamotion_conn_id, self._overrides)
+                    # loading a CA bundle costs milliseconds of CPU: once per process, off the loop
+                    await asyncio.to_thread(ssl_context, settings.verify)
                     self._client = AsyncQuamotionClient(settings, token_provider(settings))
         return self._client
 

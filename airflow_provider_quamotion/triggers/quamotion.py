@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
+import sys
 import time
 from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass
@@ -86,14 +88,24 @@ class _Shared:
 _SHARED_HOOKS: dict[tuple[int, str, str], _Shared] = {}
 
 
+async def _import_off_the_loop(name: str) -> Any:
+    """``name``'s module, imported in a worker thread the first time: importing the hook (requests,
+    msal's helpers, the transport) takes the better part of a second cold, which must not stall every
+    other trigger of the triggerer's event loop."""
+    module = sys.modules.get(name)
+    if module is None:
+        module = await asyncio.to_thread(importlib.import_module, name)
+    return module
+
+
 @contextlib.asynccontextmanager
 async def _shared_entry(conn_id: str, hook_settings: Mapping[str, Any]) -> AsyncIterator[_Shared]:
-    from airflow_provider_quamotion.hooks.quamotion import QuamotionAsyncHook
+    hooks = await _import_off_the_loop("airflow_provider_quamotion.hooks.quamotion")
 
     key = (id(asyncio.get_running_loop()), conn_id, json.dumps(hook_settings, sort_keys=True, default=str))
     entry = _SHARED_HOOKS.get(key)
     if entry is None or time.monotonic() - entry.created > SHARED_HOOK_MAX_AGE:
-        entry = _Shared(QuamotionAsyncHook(conn_id, **hook_overrides(hook_settings)), time.monotonic())
+        entry = _Shared(hooks.QuamotionAsyncHook(conn_id, **hook_overrides(hook_settings)), time.monotonic())
         _SHARED_HOOKS[key] = entry
     entry.users += 1
     try:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -453,3 +456,48 @@ def test_hook_settings_refuse_secrets_and_rebuild_retry() -> None:
     assert safe == {"retry": {**safe["retry"], "max_attempts": 2, "retry_statuses": [503]}}
     rebuilt = hook_overrides(safe)["retry"]
     assert rebuilt == RetryPolicy(max_attempts=2, retry_statuses=frozenset({503}))
+
+
+_OFF_THE_LOOP = r"""
+import asyncio, importlib.abc, json, sys, threading, time
+
+seen = {}
+
+
+class Watch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name in ("airflow_provider_quamotion.hooks.quamotion", "requests", "msal"):
+            seen.setdefault(name, threading.current_thread().name)
+        return None
+
+
+from airflow_provider_quamotion.triggers.quamotion import QuamotionTestRunTrigger
+
+sys.meta_path.insert(0, Watch())
+
+
+async def main():
+    threading.current_thread().name = "event-loop"
+    trigger = QuamotionTestRunTrigger(sys.argv[1], poll_interval=0.1, deadline=time.time() + 20)
+    async for event in trigger.run():
+        return event.payload
+
+
+payload = asyncio.run(main())
+print(json.dumps({"seen": seen, "status": payload["status"]}))
+"""
+
+
+def test_the_first_trigger_imports_the_hook_off_the_event_loop(sandbox_conn: Sandbox, tmp_path: Path) -> None:
+    run_id = start_run()
+    script = tmp_path / "off_the_loop.py"
+    script.write_text(_OFF_THE_LOOP)
+    proc = subprocess.run(
+        [sys.executable, str(script), run_id], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["status"] == "success"
+    assert "airflow_provider_quamotion.hooks.quamotion" in result["seen"], result
+    assert set(result["seen"].values()) - {"event-loop"}, result  # imported by a worker thread
+    assert "event-loop" not in result["seen"].values(), result
