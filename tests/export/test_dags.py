@@ -82,9 +82,12 @@ def test_export_dag_end_to_end_and_rerun(
         r for r in served if sb.data.run_index(r["testRunId"]) is not None
     ]  # not runs other tests created
     assert generated == list(sb.expected_test_runs())
-    assert [json.loads(r[2]) for r in sqlite_jobs(run_env)] == jobs
+    # the tables are read in time order (ORDER BY "_scheduled_utc", "id"); the API lists newest first
+    oldest_first = {run["testRunId"]: n for n, run in enumerate(reversed(runs))}
+    in_time_order = sorted(jobs, key=lambda j: (oldest_first[j["testRunId"]], j["id"]))
+    assert [json.loads(r[2]) for r in sqlite_jobs(run_env)] == in_time_order
     pg_first = postgres_jobs(run_env, day)
-    assert [json.loads(r[2]) for r in pg_first] == jobs
+    assert [json.loads(r[2]) for r in pg_first] == in_time_order
 
     xcoms = json.loads((Path(run_env["QUAMOTION_TEST_OUT"]) / f"xcom-{day}.json").read_text())
     assert xcoms["runs_jsonl"] == {
