@@ -266,6 +266,33 @@ JOB_FIELDS = (
     JOB_HAS_ARTIFACTS,
 )
 
+#: The SQL export's column types per resource (``text``, ``integer``, ``float``, ``boolean``,
+#: ``timestamp``, ``json``; a field not named here is text), as real replies carry them.
+FIELD_TYPES: dict[str, dict[str, str]] = {
+    "projects": {"tenantId": "integer", "gitLabId": "integer", "flags": "integer"},
+    "applications": {},
+    "test_packages": {},
+    "device_groups": {},  # devices/variables stay JSON text for now (tests read them as text)
+    "schedules": {
+        "id": "integer",
+        "next_run_at": "timestamp",
+        "active": "boolean",
+        "created_at": "timestamp",
+        "updated_at": "timestamp",
+        "last_pipeline": "json",
+        "owner": "json",
+    },
+    "test_runs": {
+        "operatingSystem": "integer",
+        TEST_RUN_SCHEDULED: "timestamp",
+        "scheduleId": "integer",
+        "jobs": "json",
+    },
+    "jobs": {JOB_ID: "integer", "duration": "float", JOB_STARTED: "timestamp", JOB_HAS_ARTIFACTS: "boolean"},
+}
+#: The key ``mode="merge"`` upserts by, per resource.
+RESOURCE_KEYS: dict[str, tuple[str, ...]] = {"test_runs": (TEST_RUN_ID,), "jobs": (JOB_ID,)}
+
 RESOURCES: dict[str, Resource] = {
     r.name: r
     for r in (

@@ -7,12 +7,19 @@ warning names it once); the SQL loader keeps every record whole in its ``_record
 
 Cells: strings as they are, ``None`` as empty/NULL, numbers and booleans as JSON text (``1``,
 ``152.9``, ``true``), objects and arrays as compact JSON text.
+
+Typed columns (the SQL export): a column may declare one of :data:`COLUMN_TYPES` (``text``,
+``integer``, ``float``, ``boolean``, ``timestamp``, ``json``); :func:`typed` converts a value to it,
+or reports that it does not fit (the loader then stores NULL; the record stays whole in ``_record``).
+Timestamps are ISO 8601 strings; one without an offset is UTC.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -24,9 +31,104 @@ log = logging.getLogger(__name__)
 SCALAR_KEY = "value"
 
 
+#: One encoder for every value (``json.dumps`` with options builds a new encoder per call).
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+
+TEXT = "text"
+INTEGER = "integer"
+FLOAT = "float"
+BOOLEAN = "boolean"
+TIMESTAMP = "timestamp"
+JSON = "json"
+#: The column types a schema may declare.
+COLUMN_TYPES = (TEXT, INTEGER, FLOAT, BOOLEAN, TIMESTAMP, JSON)
+
+#: What :func:`typed` returns for a value that does not fit its column's type.
+MISFIT: Any = object()
+
+
 def to_json(value: Any) -> str:
     """Compact JSON, keys in the order served, non-ASCII kept."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    return _ENCODER.encode(value)
+
+
+def check_schema(schema: Mapping[str, str] | None) -> dict[str, str] | None:
+    """Validate ``schema=``: column name -> one of :data:`COLUMN_TYPES`."""
+    if schema is None:
+        return None
+    if not isinstance(schema, Mapping) or not schema:
+        raise QuamotionConfigError(f"schema={schema!r} must be a non-empty mapping of column name to type.")
+    out: dict[str, str] = {}
+    for name, kind in schema.items():
+        k = str(kind).strip().lower()
+        if not str(name) or k not in COLUMN_TYPES:
+            raise QuamotionConfigError(
+                f"schema: column {name!r} has type {kind!r}; the types are {', '.join(COLUMN_TYPES)}."
+            )
+        out[str(name)] = k
+    return out
+
+
+def typed(value: Any, kind: str) -> Any:
+    """``value`` as a Python value of column type ``kind``; ``None`` stays ``None``; :data:`MISFIT`
+    when it does not fit (``"abc"`` as an integer, ``1.5`` as a boolean, a malformed timestamp).
+
+    Integers accept ints and integral strings; floats accept numbers and numeric strings (not
+    ``nan``/``inf``); booleans accept ``true``/``false`` and the strings ``"true"``/``"false"``;
+    timestamps accept ISO 8601 strings (``Z``, an offset, or none = UTC) and give aware UTC
+    datetimes; JSON takes any value and gives its compact JSON text; text takes strings as they are
+    and anything else as :func:`cell` gives it.
+    """
+    if value is None:
+        return None
+    if kind == TEXT:
+        return cell(value)
+    if kind == JSON:
+        return to_json(value)
+    if kind == INTEGER:
+        if isinstance(value, bool):
+            return MISFIT
+        if isinstance(value, int):
+            return value if -(2**63) <= value < 2**63 else MISFIT
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return typed(int(value.strip()), INTEGER)
+            except ValueError:
+                return MISFIT
+        return MISFIT
+    if kind == FLOAT:
+        if isinstance(value, bool):
+            return MISFIT
+        if isinstance(value, (int, float)):
+            number = float(value)
+        elif isinstance(value, str):
+            try:
+                number = float(value.strip())
+            except ValueError:
+                return MISFIT
+        else:
+            return MISFIT
+        return number if math.isfinite(number) else MISFIT
+    if kind == BOOLEAN:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        return MISFIT
+    if kind == TIMESTAMP:
+        if not isinstance(value, str) or not value.strip():
+            return MISFIT
+        text = value.strip()
+        try:
+            parsed = dt.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+        except ValueError:
+            return MISFIT
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.timezone.utc)
+        return parsed.astimezone(dt.timezone.utc)
+    raise QuamotionConfigError(f"Unknown column type {kind!r}; the types are {', '.join(COLUMN_TYPES)}.")
 
 
 def cell(value: Any) -> str | None:
@@ -60,11 +162,24 @@ class Columns:
 
     :param fields: the user's ``fields=``, or ``None``.
     :param default: the resource's known fields (empty for ``endpoint=``).
+
+    :param types: column name -> type (:data:`COLUMN_TYPES`) for the SQL export; a column without
+        one is text. ``None``: every column is text (today's rule for ``endpoint=`` exports).
     """
 
-    def __init__(self, fields: Sequence[str] | None, default: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        fields: Sequence[str] | None,
+        default: Sequence[str] = (),
+        types: Mapping[str, str] | None = None,
+    ) -> None:
         self.names: tuple[str, ...] | None = check_fields(fields) or (tuple(default) or None)
+        self.types: dict[str, str] = (check_schema(types) or {}) if types else {}
         self._warned: set[str] = set()
+
+    def type_of(self, name: str) -> str:
+        """The declared type of column ``name`` (``text`` when none is declared)."""
+        return self.types.get(name, TEXT)
 
     def fix(self, first: Any) -> tuple[str, ...]:
         """The columns, taken from ``first`` (the first record) when nothing else decided them."""

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from airflow_provider_quamotion.api import FIELD_TYPES, RESOURCE_KEYS
 from airflow_provider_quamotion.exceptions import QuamotionConfigError
-from airflow_provider_quamotion.export.columns import Columns, check_fields
+from airflow_provider_quamotion.export.columns import Columns, check_fields, check_schema
 from airflow_provider_quamotion.export.source import iter_rows, resolve_resource
 from airflow_provider_quamotion.export.sql import DEFAULT_SQL_BATCH_SIZE, db_hook_for, load_table
 from airflow_provider_quamotion.export.window import Window
@@ -64,6 +65,9 @@ def run_export(
     max_concurrency: int = 8,
     batch_size: int | None = None,
     hook_settings: Mapping[str, Any] | None = None,
+    schema: Mapping[str, str] | None = None,
+    mode: str = "replace",
+    add_new_columns: bool = False,
 ) -> ExportResult:
     """Run one export (see :class:`~airflow_provider_quamotion.operators.quamotion.QuamotionExportOperator`).
 
@@ -82,6 +86,10 @@ def run_export(
     if db_hook is None:
         fmt = check_format(fmt)
     default_fields = res.fields if res is not None else ()
+    types = FIELD_TYPES.get(res.name) if res is not None else None
+    check_schema(schema)
+    if mode not in ("replace", "merge"):
+        raise QuamotionConfigError(f"mode={mode!r}: use 'replace' or 'merge'.")
     windowed = res is not None and res.windowed
     label = res.name if res is not None else str(endpoint)
 
@@ -105,10 +113,13 @@ def run_export(
                 db_hook,
                 table,
                 rows,
-                Columns(fields, default_fields),
+                Columns(fields, default_fields, schema if schema is not None else types),
                 windowed=windowed,
                 window=window,
                 batch_size=batch_size or DEFAULT_SQL_BATCH_SIZE,
+                mode=mode,
+                key=RESOURCE_KEYS.get(res.name, ()) if res is not None else (),
+                add_new_columns=add_new_columns,
             )
             where = str(table)
         else:

@@ -28,13 +28,27 @@ reports that the table exists is answered by re-checking it.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
 from typing import Any
 
 from airflow_provider_quamotion.exceptions import QuamotionConfigError
-from airflow_provider_quamotion.export.columns import Columns, cell, to_json
+from airflow_provider_quamotion.export.columns import (
+    BOOLEAN,
+    COLUMN_TYPES,
+    FLOAT,
+    INTEGER,
+    JSON,
+    MISFIT,
+    TEXT,
+    TIMESTAMP,
+    Columns,
+    cell,
+    to_json,
+    typed,
+)
 from airflow_provider_quamotion.export.source import Row
 from airflow_provider_quamotion.export.window import Window, utc_text
 
@@ -75,6 +89,74 @@ def quote_table(hook: Any, table: str) -> str:
     return ".".join(quote(hook, p.strip()) for p in parts)
 
 
+#: Column types per database family (see :data:`~airflow_provider_quamotion.export.columns.COLUMN_TYPES`).
+TYPE_TABLES: dict[str, dict[str, str]] = {
+    "postgres": {
+        TEXT: "TEXT",
+        INTEGER: "BIGINT",
+        FLOAT: "DOUBLE PRECISION",
+        BOOLEAN: "BOOLEAN",
+        TIMESTAMP: "TIMESTAMPTZ",
+        JSON: "JSONB",
+    },
+    "sqlite": {
+        TEXT: "TEXT",
+        INTEGER: "INTEGER",
+        FLOAT: "REAL",
+        BOOLEAN: "INTEGER",
+        TIMESTAMP: "TEXT",
+        JSON: "TEXT",
+    },
+    "mysql": {
+        TEXT: "TEXT",
+        INTEGER: "BIGINT",
+        FLOAT: "DOUBLE",
+        BOOLEAN: "BOOLEAN",
+        TIMESTAMP: "DATETIME(6)",
+        JSON: "JSON",
+    },
+    "generic": dict.fromkeys(COLUMN_TYPES, "TEXT"),
+}
+
+#: Existing column types (lower case, as the catalog names them) a declared type accepts.
+_ACCEPTS: dict[str, dict[str, set[str]]] = {
+    "postgres": {
+        INTEGER: {"bigint", "integer", "smallint", "numeric"},
+        FLOAT: {"double precision", "real", "numeric"},
+        BOOLEAN: {"boolean"},
+        TIMESTAMP: {"timestamp with time zone"},
+        JSON: {"jsonb", "json"},
+    },
+    "sqlite": {
+        INTEGER: {"integer", "int", "bigint"},
+        FLOAT: {"real", "double", "double precision", "float"},
+        BOOLEAN: {"integer", "int", "boolean"},
+        TIMESTAMP: {"text"},
+        JSON: {"text"},
+    },
+}
+_TEXT_TYPES = {"text", "character varying", "varchar", "character", "char", "clob", ""}
+
+MODES = ("replace", "merge")
+
+
+def family_of(hook: Any, conn: Any) -> str:
+    """The database family of a hook/connection: ``postgres``, ``sqlite``, ``mysql`` or ``generic``."""
+    import sqlite3
+
+    if _is_postgres(hook, conn):
+        return "postgres"
+    if isinstance(conn, sqlite3.Connection):
+        return "sqlite"
+    kind = str(getattr(hook, "conn_type", "") or getattr(hook, "conn_name_attr", "")).lower()
+    module = (type(conn).__module__ or "").lower()
+    if kind.startswith("sqlite"):
+        return "sqlite"
+    if kind.startswith(("mysql", "maria")) or module.startswith(("mysqldb", "pymysql", "mysql", "mariadb")):
+        return "mysql"
+    return "generic"
+
+
 def load_table(
     hook: Any,
     table: str,
@@ -84,17 +166,28 @@ def load_table(
     windowed: bool,
     window: Window,
     batch_size: int = DEFAULT_SQL_BATCH_SIZE,
+    mode: str = "replace",
+    key: Sequence[str] = (),
+    add_new_columns: bool = False,
 ) -> int:
-    """Replace the window's rows of ``table`` with ``rows`` in one transaction; returns the row count.
+    """Load ``rows`` into ``table`` in one transaction; returns the row count.
 
     :param hook: a common.sql ``DbApiHook``.
     :param table: the table (created when missing).
     :param rows: the export's rows, consumed lazily.
-    :param columns: the column rule (fixed from the first row for ``endpoint=`` exports).
+    :param columns: the column rule (fixed from the first row for ``endpoint=`` exports) and the
+        columns' declared types (text when none).
     :param windowed: whether the resource is windowed on ``scheduled`` (adds ``_scheduled_utc``).
-    :param window: the window whose rows are replaced.
+    :param window: the window whose rows are replaced (``mode="replace"``).
     :param batch_size: rows per ``executemany``.
+    :param mode: ``replace`` (delete the window's rows, insert the new ones) or ``merge`` (upsert
+        by ``key``: rows whose key is loaded again are updated, others kept).
+    :param key: the key columns of ``mode="merge"`` (``testRunId``; a job's ``id``).
+    :param add_new_columns: add the columns of known fields an existing table lacks (else such a
+        column is left out of the load, with a warning; its values stay in ``_record``).
     """
+    if mode not in MODES:
+        raise QuamotionConfigError(f"mode={mode!r}: use one of {', '.join(MODES)}.")
     iterator = iter(rows)
     first = next(iterator, None)
     names = list(columns.fix(first.record if first is not None else None))
@@ -108,41 +201,98 @@ def load_table(
             f"{RECORD_COLUMN!r} the SQL export reserves (names are compared ignoring case); "
             "choose other columns with fields=."
         )
-    all_names = [*names, *([SCHEDULED_COLUMN] if windowed else []), RECORD_COLUMN]
+    key = tuple(key)
+    if mode == "merge":
+        missing_key = [k for k in key if k not in names]
+        if not key or missing_key:
+            raise QuamotionConfigError(
+                f"mode='merge' needs the key column(s) {list(key) or '(none known)'} among the export's "
+                "columns; pass a resource with a key (test_runs, jobs) and keep its key in fields=."
+            )
     target = quote_table(hook, table)
-    quoted = [quote(hook, n) for n in all_names]
     ph = hook.placeholder
-    create = f"CREATE TABLE IF NOT EXISTS {target} ({', '.join(f'{q} TEXT' for q in quoted)})"
-    delete, delete_params = _delete(hook, target, windowed, window, ph)
-    # Identifiers are quoted (quote()); every value is a bound parameter.
-    insert = f"INSERT INTO {target} ({', '.join(quoted)}) VALUES ({', '.join([ph] * len(quoted))})"  # noqa: S608
-
-    def values(row: Row) -> tuple[Any, ...]:
-        cells = [cell(v) for v in columns.values(row.record)]
-        if windowed:
-            cells.append(utc_text(row.scheduled) if row.scheduled is not None else None)
-        cells.append(to_json(row.record))
-        return tuple(cells)
-
     conn = hook.get_conn()
+    family = family_of(hook, conn)
+    sql_types = TYPE_TABLES[family]
+    kinds = {n: columns.type_of(n) for n in names}
     cursor = None
     try:
         if getattr(hook, "supports_autocommit", False):
             hook.set_autocommit(conn, False)
         _begin(conn)
         cursor = conn.cursor()
-        _create_table(hook, conn, cursor, create, table, target)
-        cursor.execute(delete, delete_params)
+        extra = [*([SCHEDULED_COLUMN] if windowed else []), RECORD_COLUMN]
+        existing = _existing_columns(family, cursor, table, target, ph)
+        if existing is None:
+            definitions = [f"{quote(hook, n)} {sql_types[kinds[n]]}" for n in names]
+            definitions += [f"{quote(hook, n)} TEXT" for n in extra]
+            create = f"CREATE TABLE IF NOT EXISTS {target} ({', '.join(definitions)})"
+            _create_table(hook, conn, cursor, create, table, target)
+            existing = _existing_columns(family, cursor, table, target, ph)
+        if existing:
+            names, kinds = _reconcile(
+                hook, cursor, family, table, target, names, kinds, existing, extra, add_new_columns
+            )
+        if mode == "merge":
+            _ensure_key_index(hook, cursor, family, table, target, key)
+        all_names = [*names, *extra]
+        quoted = [quote(hook, n) for n in all_names]
+        # Identifiers are quoted (quote()); every value is a bound parameter.
+        insert = f"INSERT INTO {target} ({', '.join(quoted)}) VALUES ({', '.join([ph] * len(quoted))})"  # noqa: S608
+        if mode == "replace":
+            delete, delete_params = _delete(hook, target, windowed, window, ph)
+            cursor.execute(delete, delete_params)
+        elif family in ("postgres", "sqlite"):
+            keys = ", ".join(quote(hook, k) for k in key)
+            updates = ", ".join(
+                f"{q} = excluded.{q}" for n, q in zip(all_names, quoted, strict=True) if n not in key
+            )
+            insert += f" ON CONFLICT ({keys}) DO UPDATE SET {updates}"
+        adapt = [_adapter(family, kinds[n]) for n in names]
+        every = list(columns.names or ())
+        positions = [every.index(n) for n in names]
+        misfits: dict[str, int] = {}
+        key_at = [names.index(k) for k in key]
+        delete_key = " AND ".join(f"{quote(hook, k)} = {ph}" for k in key)
         n = 0
         stream = _chain(first, iterator)
         while True:
-            batch = [values(r) for r in islice(stream, max(1, batch_size))]
+            batch = []
+            for row in islice(stream, max(1, batch_size)):
+                cells: list[Any] = []
+                values = columns.values(row.record)
+                for name, at, to_db in zip(names, positions, adapt, strict=True):
+                    value = values[at]
+                    converted = to_db(value)
+                    if converted is MISFIT:
+                        misfits[name] = misfits.get(name, 0) + 1
+                        converted = None
+                    cells.append(converted)
+                if windowed:
+                    cells.append(utc_text(row.scheduled) if row.scheduled is not None else None)
+                cells.append(to_json(row.record))
+                batch.append(tuple(cells))
             if not batch:
                 break
+            if mode == "merge" and family not in ("postgres", "sqlite"):
+                # generic upsert: delete the batch's keys, then insert, in the load's transaction
+                cursor.executemany(
+                    f"DELETE FROM {target} WHERE {delete_key}",  # noqa: S608 (quoted identifiers)
+                    [tuple(b[i] for i in key_at) for b in batch],
+                )
             cursor.executemany(insert, batch)
             n += len(batch)
         conn.commit()
-        log.info("Loaded %d rows into %s (replacing %s)", n, table, _what(windowed, window))
+        if misfits:
+            log.warning(
+                "%d value(s) did not fit their column's type and were loaded as NULL (%s); the records "
+                "keep them in %s",
+                sum(misfits.values()),
+                ", ".join(f"{c}: {k}" for c, k in misfits.items()),
+                RECORD_COLUMN,
+            )
+        what = f"merging by {', '.join(key)}" if mode == "merge" else f"replacing {_what(windowed, window)}"
+        log.info("Loaded %d rows into %s (%s)", n, table, what)
         return n
     except BaseException:
         with contextlib.suppress(Exception):
@@ -154,6 +304,151 @@ def load_table(
                 cursor.close()
         with contextlib.suppress(Exception):
             conn.close()
+
+
+def _adapter(family: str, kind: str) -> Callable[[Any], Any]:
+    """value -> the parameter a ``family`` database takes for a ``kind`` column (or ``MISFIT``)."""
+    if family == "generic" or kind == TEXT:
+        return cell
+    if kind == TIMESTAMP:
+        if family == "postgres":
+            return lambda v: typed(v, TIMESTAMP)
+        if family == "mysql":
+
+            def naive_utc(v: Any) -> Any:
+                t = typed(v, TIMESTAMP)
+                return t.replace(tzinfo=None) if isinstance(t, dt.datetime) else t
+
+            return naive_utc
+
+        def iso(v: Any) -> Any:
+            t = typed(v, TIMESTAMP)
+            return utc_text(t) if isinstance(t, dt.datetime) else t
+
+        return iso
+    if kind == BOOLEAN and family == "sqlite":
+
+        def zero_one(v: Any) -> Any:
+            b = typed(v, BOOLEAN)
+            return int(b) if isinstance(b, bool) else b
+
+        return zero_one
+    return lambda v: typed(v, kind)
+
+
+def _existing_columns(family: str, cursor: Any, table: str, target: str, ph: str) -> dict[str, str] | None:
+    """The existing table's columns and their types (lower case); ``{}`` when the database cannot
+    say (the table is taken as it is); ``None`` when the table does not exist."""
+    if family == "postgres":
+        where = f"a.attrelid = to_regclass({ph}) AND a.attnum > 0 AND NOT a.attisdropped"
+        catalog = f"SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a WHERE {where}"  # noqa: S608
+        cursor.execute(catalog, (target,))
+        found = {str(name): str(kind).lower() for name, kind in cursor.fetchall()}
+        return found or None
+    if family == "sqlite":
+        parts = [p.strip() for p in str(table).split(".")]
+        schema, name = (parts[0], parts[-1]) if len(parts) > 1 else ("main", parts[0])
+        cursor.execute("SELECT name, type FROM pragma_table_info(?, ?)", (name, schema))
+        found = {str(n): str(k).lower() for n, k in cursor.fetchall()}
+        return found or None
+    return {} if _table_exists(cursor, target) else None
+
+
+def _reconcile(
+    hook: Any,
+    cursor: Any,
+    family: str,
+    table: str,
+    target: str,
+    names: list[str],
+    kinds: dict[str, str],
+    existing: dict[str, str],
+    extra: list[str],
+    add_new_columns: bool,
+) -> tuple[list[str], dict[str, str]]:
+    """Match the load to an existing table: its text columns take text (a table from before typed
+    columns), a column of a conflicting type is an error, a missing column is added
+    (``add_new_columns``) or left out."""
+    accepts = _ACCEPTS.get(family, {})
+    kinds = dict(kinds)
+    kept: list[str] = []
+    legacy: list[str] = []
+    for name in names:
+        have = existing.get(name)
+        kind = kinds[name]
+        if have is None:
+            if add_new_columns:
+                sql_type = TYPE_TABLES[family][kind]
+                if family == "postgres":
+                    _lock(hook, cursor, target)
+                    cursor.execute(
+                        f"ALTER TABLE {target} ADD COLUMN IF NOT EXISTS {quote(hook, name)} {sql_type}"
+                    )
+                else:
+                    cursor.execute(f"ALTER TABLE {target} ADD COLUMN {quote(hook, name)} {sql_type}")
+                log.info("Added column %s %s to %s", name, sql_type, table)
+                kept.append(name)
+            else:
+                log.warning(
+                    "%s has no column %r: its values are left out (they stay in %s); pass "
+                    "add_new_columns=True to add it.",
+                    table,
+                    name,
+                    RECORD_COLUMN,
+                )
+            continue
+        kept.append(name)
+        base = have.split("(")[0].strip()
+        if kind == TEXT or kind not in accepts or have in accepts[kind] or base in accepts[kind]:
+            continue
+        if base in _TEXT_TYPES:
+            kinds[name] = TEXT  # a text column of an older load: loaded as text, as before
+            legacy.append(name)
+            continue
+        want = TYPE_TABLES[family][kind]
+        raise QuamotionConfigError(
+            f"Column {name!r} of {table} is {have}, but the export loads it as {kind} ({want}). "
+            f"Fix: ALTER TABLE {target} ALTER COLUMN {quote(hook, name)} TYPE {want} "
+            f"USING {quote(hook, name)}::{want} (PostgreSQL), or load into a new table, or drop this one."
+        )
+    missing = [c for c in extra if c not in existing]
+    if existing and missing:
+        raise QuamotionConfigError(
+            f"{table} has no column(s) {missing}: it was not created by this export; load into a new table."
+        )
+    if legacy:
+        log.warning(
+            "%s has text column(s) %s (a table from before typed columns): loaded as text. Recreate the "
+            "table (or ALTER its columns) for typed columns.",
+            table,
+            ", ".join(repr(c) for c in legacy),
+        )
+    return kept, kinds
+
+
+def _lock(hook: Any, cursor: Any, target: str) -> None:
+    key = f"airflow_provider_quamotion:{target}"
+    cursor.execute(f"SELECT pg_advisory_xact_lock(hashtextextended({hook.placeholder}, 0))", (key,))
+
+
+def _ensure_key_index(
+    hook: Any, cursor: Any, family: str, table: str, target: str, key: tuple[str, ...]
+) -> None:
+    """The unique index ``ON CONFLICT`` needs (PostgreSQL, SQLite); created when missing."""
+    if family not in ("postgres", "sqlite"):
+        return
+    bare = str(table).split(".")[-1].strip()
+    index = f"{bare}_{'_'.join(key)}_key"[:63]
+    cols = ", ".join(quote(hook, k) for k in key)
+    if family == "postgres":
+        _lock(hook, cursor, target)
+        cursor.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS {quote(hook, index)} ON {target} ({cols})")
+        return
+    parts = [p.strip() for p in str(table).split(".")]
+    prefix = f"{quote(hook, parts[0])}." if len(parts) > 1 else ""
+    cursor.execute(
+        f"CREATE UNIQUE INDEX IF NOT EXISTS {prefix}{quote(hook, index)} ON {quote(hook, bare)} ({cols})"
+    )
 
 
 def _is_postgres(hook: Any, conn: Any) -> bool:

@@ -234,6 +234,12 @@ class QuamotionExportOperator(QuamotionBaseOperator):
         ``{"timeout": 30}``, ``{"retry": {"max_attempts": 2}}`` (a dict or a ``RetryPolicy``).
         They apply to every request of the export, the ``jobs`` fan-out included.
     :param hook_settings: deprecated name of ``hook_params`` (one release, with a warning).
+    :param schema: SQL column types for ``endpoint=`` exports (``{"duration": "float"}``; types
+        ``text``, ``integer``, ``float``, ``boolean``, ``timestamp``, ``json``), or to override a
+        resource's (see ``api.FIELD_TYPES``). Default for ``endpoint=``: every column text.
+    :param mode: SQL only: ``replace`` (the window's rows) or ``merge`` (upsert by the resource's key:
+        ``testRunId``, a job's ``id``).
+    :param add_new_columns: SQL only: add a known field's column an existing table lacks.
     """
 
     template_fields: Sequence[str] = (
@@ -267,9 +273,15 @@ class QuamotionExportOperator(QuamotionBaseOperator):
         quamotion_conn_id: str = DEFAULT_CONN_ID,
         hook_params: Mapping[str, Any] | None = None,
         hook_settings: Mapping[str, Any] | None = None,
+        schema: Mapping[str, str] | None = None,
+        mode: str = "replace",
+        add_new_columns: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if mode not in ("replace", "merge"):
+            raise QuamotionConfigError(f"mode={mode!r}: use 'replace' or 'merge'.")
+        self.schema, self.mode, self.add_new_columns = schema, mode, bool(add_new_columns)
         if resource and endpoint:
             raise QuamotionConfigError("Pass either resource= or endpoint=, not both.")
         if not resource and not endpoint:
@@ -328,6 +340,9 @@ class QuamotionExportOperator(QuamotionBaseOperator):
             max_concurrency=self.max_concurrency,
             batch_size=self.batch_size,
             hook_settings=hook_overrides(self.hook_params),
+            schema=self.schema,
+            mode=self.mode,
+            add_new_columns=self.add_new_columns,
         )
         self._lineage = (result.source_namespace, result.source_name)
         return result.summary
