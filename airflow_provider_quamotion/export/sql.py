@@ -1,11 +1,13 @@
 """Loading an export into a table through Airflow's common.sql hooks, in one transaction.
 
-The table is created when missing: one ``TEXT`` column per export column (see
-:mod:`~airflow_provider_quamotion.export.columns`), ``_scheduled_utc`` (``TEXT``, windowed resources
+The table is created when missing: one column per export column (see
+:mod:`~airflow_provider_quamotion.export.columns`), typed by the columns' declared types through
+:data:`TYPE_TABLES` (a known resource's ``api.FIELD_TYPES``; ``TEXT`` where none is declared, as for
+``endpoint=`` exports without ``schema=``; docs/warehouses.md), ``_scheduled_utc`` (``TEXT``, windowed resources
 only: the run's ``scheduled`` time normalised to fixed-width UTC, ``2024-01-31T06:11:38.000000Z``,
 so it sorts and compares as text in every database) and ``_record`` (``TEXT``: the whole record as
-JSON, nothing dropped). Text columns keep the load portable across databases and tolerant of the
-API's loose types; cast in SQL (``CAST(duration AS REAL)``, ``_record::jsonb``) where types matter.
+JSON, nothing dropped). A value that does not fit its column's type is loaded as NULL (counted in
+the log); ``mode="merge"`` upserts by the resource's key instead of replacing the window.
 
 One transaction: create the table if missing, delete the rows being replaced (for ``test_runs`` and
 ``jobs`` the rows whose ``_scheduled_utc`` is in ``[since, until)``, all rows when the window is
