@@ -379,3 +379,25 @@ def test_postgres_add_new_columns_and_merge(pg: tuple[Any, str]) -> None:
         (21, "skipped", None, False),
         (31, "canceled", 150.0, False),
     ]
+
+
+@pytest.mark.postgres
+def test_postgres_replace_loads_through_copy(pg: tuple[Any, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_provider_quamotion.export import sql
+
+    hook, uri = pg
+    copied: list[Any] = []
+    original = sql._copy_text
+
+    def spy(value: Any) -> str:
+        copied.append(value)
+        return original(value)
+
+    monkeypatch.setattr(sql, "_copy_text", spy)
+    odd = {**JOBS[0], "name": "tab\there\nnew line \\N back\\slash é", "commitId": None}
+    assert load(hook, "public.jobs", "jobs", [odd, *JOBS[1:]], batch_size=2) == 4
+    assert copied  # the rows went through COPY FROM STDIN
+    got = pg_query(uri, 'SELECT name, "commitId", started, _record FROM jobs WHERE id = 11')[0]
+    assert got[:3] == (odd["name"], None, dt.datetime(2024, 1, 1, 8, 0, 5, tzinfo=UTC))
+    assert json.loads(got[3]) == odd
+    assert pg_query(uri, "SELECT max(duration), count(*) FROM jobs") == [(599.2, 4)]
