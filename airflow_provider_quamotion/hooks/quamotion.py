@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterator, Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,13 @@ from airflow_provider_quamotion.auth import CachedTokenProvider, token_provider
 from airflow_provider_quamotion.exceptions import QuamotionConfigError, QuamotionError, QuamotionNotFoundError
 from airflow_provider_quamotion.settings import QuamotionSettings, settings_from_connection
 from airflow_provider_quamotion.transport.aio import AsyncQuamotionClient, ssl_context
-from airflow_provider_quamotion.transport.jsonio import iter_json_records, parse_json
+from airflow_provider_quamotion.transport.jsonio import (
+    MAX_BODY_BYTES,
+    iter_json_records,
+    parse_json,
+    read_body,
+    read_json_or_text,
+)
 from airflow_provider_quamotion.transport.sync import QuamotionSession
 from airflow_provider_quamotion.uploads import MultipartFile
 
@@ -31,6 +38,8 @@ if TYPE_CHECKING:
 
 DEFAULT_CONN_ID = "quamotion_default"
 COPY_CHUNK_BYTES = 1024 * 1024
+#: The largest job log :meth:`QuamotionHook.get_job_log` returns as a string.
+MAX_LOG_BYTES = 64 * 1024 * 1024
 #: The most bytes of a job's live log :meth:`QuamotionHook.stream_job_log` reads by default.
 LIVE_LOG_MAX_BYTES = 1024 * 1024
 #: The most bytes of a live log read at once (the reply arrives as the job writes it).
@@ -129,9 +138,24 @@ class QuamotionHook(_QuamotionHookBase):
         """
         return self.get_conn().request(method, endpoint, **kwargs)
 
-    def get_json(self, endpoint: str, **kwargs: Any) -> Any:
-        """GET ``endpoint`` and parse its JSON (a clear error when the reply is not JSON)."""
-        return parse_json(self.request("GET", endpoint, **kwargs))
+    def get_json(self, endpoint: str, *, max_bytes: int = MAX_BODY_BYTES, **kwargs: Any) -> Any:
+        """GET ``endpoint`` and parse its JSON (a clear error when the reply is not JSON).
+
+        The body is read within ``max_bytes`` and, with ``deadline=`` (epoch seconds), by that time
+        (else within the connection's timeout); a larger list is better streamed (:meth:`iter_records`).
+
+        :param endpoint: as for :meth:`request`.
+        :param max_bytes: the byte budget of the body.
+        :param kwargs: passed to :meth:`request` (``params``, ``deadline``...).
+        """
+        deadline = kwargs.get("deadline")
+        response = self.request("GET", endpoint, stream=True, **kwargs)
+        body_deadline = time.time() + self.settings.timeout
+        return parse_json(
+            response,
+            max_bytes=max_bytes,
+            deadline=body_deadline if deadline is None else min(deadline, body_deadline),
+        )
 
     def list_records(self, endpoint: str, **kwargs: Any) -> list[Any]:
         """GET a list endpoint; accepts a bare array or ``{"value": [...]}``."""
@@ -158,11 +182,10 @@ class QuamotionHook(_QuamotionHookBase):
 
     def get_version(self) -> Any:
         """``GET /api/version``: the service's version (JSON, or text when it is not JSON)."""
-        response = self.request("GET", api.VERSION)
-        try:
-            return response.json()
-        except ValueError:
-            return response.text
+        response = self.request("GET", api.VERSION, stream=True)
+        return read_json_or_text(
+            response, max_bytes=MAX_BODY_BYTES, deadline=time.time() + self.settings.timeout
+        )
 
     def list_projects(self) -> list[dict[str, Any]]:
         """The projects this account sees."""
@@ -283,9 +306,15 @@ class QuamotionHook(_QuamotionHookBase):
             raise QuamotionError(f"GET job/{job_id} did not return an object")
         return dict(job)
 
-    def get_job_log(self, job_id: int | str) -> str:
-        """A job's plain-text log."""
-        return self.request("GET", api.job_log(job_id)).text
+    def get_job_log(self, job_id: int | str, *, max_bytes: int = MAX_LOG_BYTES) -> str:
+        """A job's plain-text log, at most ``max_bytes`` (larger logs: :meth:`download_job_log`).
+
+        :param job_id: the job's id.
+        :param max_bytes: the byte budget of the log.
+        """
+        response = self.request("GET", api.job_log(job_id), stream=True)
+        body = read_body(response, max_bytes=max_bytes, deadline=time.time() + self.settings.timeout)
+        return body.decode(response.encoding or "utf-8", errors="replace")
 
     def stream_job_log(
         self,

@@ -21,7 +21,7 @@ import tenacity
 from airflow_provider_quamotion import api
 from airflow_provider_quamotion.exceptions import QuamotionError, register_secret
 from airflow_provider_quamotion.transport import project
-from airflow_provider_quamotion.transport.jsonio import parse_json
+from airflow_provider_quamotion.transport.jsonio import MAX_BODY_BYTES, body_budget, parse_json
 from airflow_provider_quamotion.transport.policy import (
     _DEFAULT_PORTS,
     ASYNC_POOL_SIZE,
@@ -240,6 +240,8 @@ class AsyncQuamotionClient:
         url = resolve_url(self.settings.base_url, endpoint, lambda: root)
         policy = self.settings.retry
         headers = kwargs.pop("headers", None)
+        # every body is read within a byte budget and the deadline (a caller may pass its own auth=)
+        kwargs.setdefault("auth", body_budget(MAX_BODY_BYTES, deadline))
         timeout = kwargs.pop("timeout", self.settings.timeout)
 
         time_left = time_left_until(deadline)

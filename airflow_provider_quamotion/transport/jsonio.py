@@ -228,11 +228,22 @@ def error_for_non_json(response: Any, why: str = "the reply is not JSON") -> Qua
     )
 
 
-def parse_json(response: Any, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+def parse_json(
+    response: Any,
+    *,
+    max_depth: int = MAX_JSON_DEPTH,
+    max_bytes: int = MAX_BODY_BYTES,
+    deadline: float | None = None,
+) -> Any:
     """The JSON body of a reply, or a :class:`QuamotionResponseError` that says what came instead.
 
-    A reply nested deeper than ``max_depth`` is refused before parsing (``json`` would recurse).
+    A reply sent with ``stream=True`` is read within ``max_bytes`` and ``deadline`` first
+    (:func:`read_body`); a reply nested deeper than ``max_depth`` is refused before parsing (``json``
+    would recurse).
     """
+    if not getattr(response, "_content_consumed", True) and getattr(response, "raw", None) is not None:
+        response._content = read_body(response, max_bytes=max_bytes, deadline=deadline)
+        response._content_consumed = True
     content = response.content
     DepthGuard(max_depth, f"{_where(response)}: the reply").feed(content or b"")
     try:
