@@ -759,3 +759,24 @@ def test_a_deadline_bounds_retries_and_timeouts(sleeps: list[float]) -> None:
         with pytest.raises(QuamotionTimeoutError, match="deadline passed before the request was sent"):
             hook.request("GET", "/api/version", deadline=clock.time() - 1)
         assert api.call_count == 1
+
+
+def test_whole_body_reads_have_a_byte_budget(mocked_connection: None) -> None:
+    from airflow_provider_quamotion.transport.jsonio import QuamotionResponseTooLargeError
+
+    huge = b"[" + b'"xxxxxxxxxxxxxxxx",' * 1_000_000 + b'"end"]'  # ~19 MB of JSON
+    with rm.Mocker() as m:
+        mock_aad(m)
+        mock_projects(m)
+        m.get(f"{HOST}/project/acme/api/deviceGroup", content=huge)
+        m.get(f"{HOST}/api/version", content=huge)
+        m.get(f"{HOST}/project/acme/api/job/7/log", content=b"line\n" * 100)
+        hook = _hook()
+        with pytest.raises(QuamotionResponseTooLargeError, match="budget"):
+            hook.list_device_groups()
+        with pytest.raises(QuamotionResponseTooLargeError, match="budget"):
+            hook.get_version()
+        with pytest.raises(QuamotionResponseTooLargeError, match="budget"):
+            hook.get_job_log(7, max_bytes=100)
+        assert hook.get_job_log(7) == "line\n" * 100
+        assert len(hook.get_json("deviceGroup", max_bytes=len(huge))) == 1_000_001
