@@ -366,14 +366,9 @@ class QuamotionExportOperator(QuamotionBaseOperator):
 
 def _storage_dataset(destination: Any) -> tuple[str, str]:
     """OpenLineage ``(namespace, name)`` of a path: ``file`` + absolute path, ``s3://bucket`` + key."""
-    from urllib.parse import urlsplit
+    from airflow_provider_quamotion.storage import lineage_of
 
-    from airflow_provider_quamotion.storage import uri_of
-
-    parts = urlsplit(uri_of(destination))
-    if parts.scheme == "file":
-        return "file", parts.path
-    return f"{parts.scheme}://{parts.netloc}", parts.path.lstrip("/")
+    return lineage_of(destination)
 
 
 __all__ = [

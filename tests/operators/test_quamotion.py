@@ -438,6 +438,12 @@ def test_openlineage_facets(runs_api: Any, tmp_path: Path, monkeypatch: pytest.M
     assert [(d.namespace, d.name) for d in s3.get_openlineage_facets_on_complete(None).outputs] == [
         ("s3://lake", "q/jobs.jsonl")
     ]
+    with_conn = QuamotionExportOperator(
+        task_id="t", resource="jobs", destination="s3://aws_default@lake/q/jobs.jsonl"
+    )  # the connection id is how Airflow reaches the store, not part of the dataset
+    assert [(d.namespace, d.name) for d in with_conn.get_openlineage_facets_on_complete(None).outputs] == [
+        ("s3://lake", "q/jobs.jsonl")
+    ]
 
 
 @pytest.mark.parametrize(
