@@ -337,6 +337,16 @@ def format_run_success(test_run_id: str, job_count: int) -> str:
     return f"Quamotion test run {test_run_id} passed ({job_count} job(s))."
 
 
+def poll_failure(err: BaseException, previous: str | None) -> str:
+    """How a wait reports its last failed poll: ``err``, unless it is only the deadline passing
+    before a poll could be sent, in which case the earlier failure (the real reason) is kept."""
+    from airflow_provider_quamotion.exceptions import QuamotionTimeoutError
+
+    if isinstance(err, QuamotionTimeoutError) and previous:
+        return previous
+    return f"{type(err).__name__}: {err}"
+
+
 def poll_run(
     hook: QuamotionHook, test_run_id: str, allow_skipped: bool, deadline: float | None = None
 ) -> tuple[api.TestRunState, list[Any]]:

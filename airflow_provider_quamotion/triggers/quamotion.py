@@ -49,6 +49,7 @@ from airflow_provider_quamotion.runs import (  # the wait helpers, shared with o
     hook_overrides,
     import_check,
     is_transient_error,
+    poll_failure,
     run_check,
     safe_hook_settings,
 )
@@ -302,7 +303,7 @@ class QuamotionTestRunTrigger(_QuamotionTriggerBase):
             except QuamotionError as err:
                 if not is_transient_error(err, retry_statuses):
                     return self._event(STATUS_ERROR, f"{type(err).__name__}: {err}", None, [])
-                last_error = f"{type(err).__name__}: {err}"
+                last_error = poll_failure(err, last_error)
                 self.log.warning(
                     "Test run %s: the poll failed after the transport's retries (%s); polling again",
                     self.test_run_id,
@@ -481,7 +482,7 @@ class QuamotionHttpTrigger(_QuamotionTriggerBase):
             except QuamotionError as err:
                 if not is_transient_error(err, retry_statuses):
                     raise
-                last_error = f"{type(err).__name__}: {err}"
+                last_error = poll_failure(err, last_error)
                 self.log.warning(
                     "%s %s failed after the transport's retries (%s); polling again",
                     self.method,

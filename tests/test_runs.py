@@ -1,0 +1,15 @@
+"""The wait helpers shared by operators, sensors and triggers."""
+
+from __future__ import annotations
+
+from airflow_provider_quamotion.exceptions import QuamotionApiError, QuamotionTimeoutError
+from airflow_provider_quamotion.runs import poll_failure
+
+
+def test_the_deadline_passing_before_a_poll_keeps_the_real_reason() -> None:
+    outage = poll_failure(QuamotionApiError("GET x failed with HTTP 502", status=502), None)
+    assert outage == "QuamotionApiError: GET x failed with HTTP 502"
+    late = QuamotionTimeoutError("GET x: the caller's deadline passed before the request was sent.")
+    assert poll_failure(late, outage) == outage
+    assert poll_failure(late, None).startswith("QuamotionTimeoutError: ")
+    assert poll_failure(QuamotionApiError("HTTP 503", status=503), outage) == "QuamotionApiError: HTTP 503"
