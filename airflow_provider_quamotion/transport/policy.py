@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import email.utils
+import functools
 import logging
 import random
 import re
@@ -176,10 +177,16 @@ def check_destination(url: str, origin: str) -> None:
     check_connects_to(destination_of(url), origin)
 
 
+@functools.lru_cache(maxsize=256)
+def _origin_destination(origin: str) -> tuple[str, str, int]:
+    """:func:`destination_of` a session's origin, read once (it is checked on every request)."""
+    return destination_of(origin)
+
+
 def check_connects_to(destination: tuple[str, str, int], origin: str) -> None:
     """Refuse a ``(scheme, host, port)`` destination that is not ``origin``, or plain http off loopback."""
     scheme, host, port = destination
-    allowed = destination_of(origin)
+    allowed = _origin_destination(origin)
     shown = f"{scheme}://{host}:{port}"
     if (scheme, host, port) != allowed:
         raise QuamotionInsecureRequestError(
