@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import tenacity
-
 from airflow_provider_quamotion import api
 from airflow_provider_quamotion.exceptions import QuamotionError, register_secret
 from airflow_provider_quamotion.transport import project
@@ -28,11 +26,11 @@ from airflow_provider_quamotion.transport.policy import (
     RetryableFailure,
     TokenProvider,
     attempt_timeout,
-    build_retrying,
     check_connects_to,
     error_for_status,
     is_certificate_failure,
     resolve_url,
+    retrier,
     retry_after_seconds,
     retry_decision,
     time_left_until,
@@ -287,9 +285,8 @@ class AsyncQuamotionClient:
                 raise error
             return response
 
-        retrying = build_retrying(policy, method, url, tenacity.AsyncRetrying, time_left)
         try:
-            result: httpx.Response = await retrying(attempt)
+            result: httpx.Response = await retrier(policy).acall(method, url, attempt, time_left)
         except RetryableFailure as exhausted:
             raise exhausted.error from None
         return result

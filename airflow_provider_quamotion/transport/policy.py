@@ -9,7 +9,7 @@
   host, whitespace). The clients check again *at the moment of sending*, on the prepared request:
   whatever carries a bearer token, a secret or a body goes only to the session's own origin and only
   over https (plain http for loopback hosts alone).
-* **Retries** (:func:`retry_decision`, :func:`wait_seconds`, :func:`build_retrying`): 429, 5xx,
+* **Retries** (:func:`retry_decision`, :func:`wait_seconds`, :class:`Retrier`): 429, 5xx,
   dropped connections and timeouts, exponential backoff with full jitter, ``Retry-After`` honoured and
   capped. A non-idempotent request (POST, PATCH, DELETE) is retried only when it certainly was not
   processed (429, connection refused, connect timeout), so remote work is never duplicated.
@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import functools
 import logging
@@ -27,12 +28,10 @@ import random
 import re
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urljoin, urlsplit
-
-import tenacity
 
 from airflow_provider_quamotion.exceptions import (
     QuamotionApiError,
@@ -337,7 +336,7 @@ def transport_error(method: str, url: str, exc: BaseException) -> QuamotionApiEr
 
 @dataclass
 class RetryableFailure(Exception):
-    """Raised inside an attempt to ask tenacity for another one."""
+    """Raised inside an attempt to ask the :class:`Retrier` for another one."""
 
     error: QuamotionError
     retry_after: float | None = None
@@ -371,70 +370,131 @@ def attempt_timeout(timeout: Any, time_left: float | None, where: str) -> Any:
     return timeout  # a structured timeout given by the caller is used as given
 
 
-def build_retrying(
-    policy: RetryPolicy,
-    method: str,
-    url: str,
-    factory: Any,
-    time_left: Callable[[], float | None] = lambda: None,
-) -> Any:
-    """tenacity's loop for one request: the policy's waits and attempts, bounded by a deadline.
+T = TypeVar("T")
 
-    No retry starts whose wait would pass the deadline, and waits are cut to the time left; the
-    last attempt's error is then raised as when the attempts run out.
+
+class Retrier:
+    """The retry loop of one :class:`RetryPolicy`, for both clients: built once per policy, shared.
+
+    It keeps no per-call state (tenacity's ``Retrying`` keeps its statistics in thread-local storage,
+    which coroutines of one thread would share): each :meth:`call` / :meth:`acall` holds its own
+    attempt count and start time. An attempt asks for another one by raising
+    :class:`RetryableFailure`; :meth:`next_wait` decides (attempts, the retry budget in seconds,
+    the caller's deadline) and the last failure is raised when it says stop.
+
+    :param policy: the retry policy.
     """
-    wanted = [0.0]  # the last wait asked for, before it was cut to the time left
 
-    def wait(state: tenacity.RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        wanted[0] = wait_seconds(
-            policy, state.attempt_number, exc.retry_after if isinstance(exc, RetryableFailure) else None
-        )
-        left = time_left()
-        return wanted[0] if left is None else max(0.0, min(wanted[0], left))
+    __slots__ = ("policy",)
 
-    def stop(state: tenacity.RetryCallState) -> bool:
-        if state.attempt_number >= policy.max_attempts:
-            return True
-        if (state.seconds_since_start or 0.0) + wanted[0] > policy.retry_budget:
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+
+    def next_wait(
+        self,
+        method: str,
+        url: str,
+        attempt: int,
+        failure: RetryableFailure,
+        elapsed: float,
+        left: float | None,
+    ) -> float | None:
+        """The seconds to wait before attempt ``attempt + 1``, or ``None`` when no retry may start.
+
+        :param method: the request's method (for the log).
+        :param url: the request's URL (its path is logged).
+        :param attempt: the attempt that just failed, from 1.
+        :param failure: how it failed (its ``Retry-After``, if any).
+        :param elapsed: seconds since the first attempt started.
+        :param left: seconds left before the caller's deadline, ``None`` without one.
+        """
+        policy = self.policy
+        if attempt >= policy.max_attempts:
+            return None
+        wanted = wait_seconds(policy, attempt, failure.retry_after)
+        where = f"{method.upper()} {urlsplit(url).path}"
+        if elapsed + wanted > policy.retry_budget:
             log.info(
-                "%s %s: not retried, the next attempt would pass the retry budget of %.0f s",
-                method.upper(),
-                urlsplit(url).path,
+                "%s: not retried, the next attempt would pass the retry budget of %.0f s",
+                where,
                 policy.retry_budget,
             )
-            return True
-        left = time_left()
-        if left is not None and wanted[0] >= left:
+            return None
+        if left is not None and wanted >= left:
             log.info(
-                "%s %s: not retried, the next attempt (in %.1f s) would pass the deadline (%.1f s left)",
-                method.upper(),
-                urlsplit(url).path,
-                wanted[0],
+                "%s: not retried, the next attempt (in %.1f s) would pass the deadline (%.1f s left)",
+                where,
+                wanted,
                 max(0.0, left),
             )
-            return True
-        return False
-
-    def before_sleep(state: tenacity.RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
+            return None
         log.warning(
-            "%s %s: attempt %d of %d failed (%s); retrying in %.1f s",
-            method.upper(),
-            urlsplit(url).path,
-            state.attempt_number,
+            "%s: attempt %d of %d failed (%s); retrying in %.1f s",
+            where,
+            attempt,
             policy.max_attempts,
-            exc.reason if isinstance(exc, RetryableFailure) else type(exc).__name__,
-            state.upcoming_sleep,
+            failure.reason,
+            wanted,
         )
+        return wanted
 
-    return factory(
-        retry=tenacity.retry_if_exception_type(RetryableFailure),
-        wait=wait,
-        stop=stop,
-        before_sleep=before_sleep,
-        reraise=True,
-    )
+    def call(
+        self,
+        method: str,
+        url: str,
+        attempt: Callable[[], T],
+        time_left: Callable[[], float | None] = lambda: None,
+    ) -> T:
+        """Run ``attempt`` until it returns, or raise its last :class:`RetryableFailure`.
+
+        :param method: the request's method.
+        :param url: the request's URL.
+        :param attempt: one attempt; raises :class:`RetryableFailure` to ask for another.
+        :param time_left: seconds left before the caller's deadline (``None`` without one).
+        """
+        started = time.monotonic()
+        number = 1
+        while True:
+            try:
+                return attempt()
+            except RetryableFailure as failure:
+                wait = self.next_wait(method, url, number, failure, time.monotonic() - started, time_left())
+                if wait is None:
+                    raise
+            time.sleep(wait)
+            number += 1
+
+    async def acall(
+        self,
+        method: str,
+        url: str,
+        attempt: Callable[[], Awaitable[T]],
+        time_left: Callable[[], float | None] = lambda: None,
+    ) -> T:
+        """:meth:`call` for a coroutine: waits with ``asyncio.sleep``, never blocking the loop.
+
+        :param method: the request's method.
+        :param url: the request's URL.
+        :param attempt: makes one attempt's coroutine; raises :class:`RetryableFailure` to ask for another.
+        :param time_left: seconds left before the caller's deadline (``None`` without one).
+        """
+        started = time.monotonic()
+        number = 1
+        while True:
+            try:
+                return await attempt()
+            except RetryableFailure as failure:
+                wait = self.next_wait(method, url, number, failure, time.monotonic() - started, time_left())
+                if wait is None:
+                    raise
+            await asyncio.sleep(wait)
+            number += 1
+
+
+@functools.lru_cache(maxsize=64)
+def retrier(policy: RetryPolicy) -> Retrier:
+    """The :class:`Retrier` of ``policy`` (a frozen, hashable dataclass), built once per process."""
+    return Retrier(policy)
 
 
 def with_bearer(headers: Mapping[str, str] | None, token: str) -> dict[str, str]:

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
-import tenacity
 from requests.adapters import HTTPAdapter
 
 from airflow_provider_quamotion import api
@@ -26,12 +25,12 @@ from airflow_provider_quamotion.transport.policy import (
     RetryableFailure,
     TokenProvider,
     attempt_timeout,
-    build_retrying,
     check_destination,
     destination_of,
     error_for_status,
     origin_of,
     resolve_url,
+    retrier,
     retry_after_seconds,
     retry_decision,
     time_left_until,
@@ -130,6 +129,7 @@ class QuamotionSession(requests.Session):
         self.mount("http://", adapter)
         self._api_root: str | None = None
         self._api_root_lock = threading.Lock()
+        self._retrier = retrier(settings.retry)
 
     def __repr__(self) -> str:
         return f"<QuamotionSession {self.allowed_origin}>"
@@ -207,9 +207,7 @@ class QuamotionSession(requests.Session):
                 raise error from exc
 
         try:
-            response: requests.Response = build_retrying(
-                self.settings.retry, method, full_url, tenacity.Retrying, time_left
-            )(guarded)
+            response: requests.Response = self._retrier.call(method, full_url, guarded, time_left)
         except RetryableFailure as exhausted:
             if not self.raise_for_status_enabled and exhausted.response is not None:
                 return exhausted.response
