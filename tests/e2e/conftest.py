@@ -12,21 +12,20 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import tempfile
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Generator, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.dag_runs import AIRFLOW, REPO, AirflowHome, make_airflow_home
+from tests.dag_runs import (
+    REPO,
+    AirflowHome,
+    ApiServer,
+    make_airflow_home,
+    start_api_server,
+    stop_process,
+)
 
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext, Page
@@ -47,7 +46,6 @@ CHROMIUM_ARGS = (
     "--disable-component-update",
     "--disable-sync",
 )
-API_SERVER_STARTUP_TIMEOUT = 90.0
 
 
 #: What the e2e tests add to the shared harness's settings: the UI's "Test" button, and every
@@ -56,121 +54,6 @@ E2E_SETTINGS = {
     "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
     "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
 }
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class ApiServer:
-    """A running ``airflow api-server`` on loopback."""
-
-    url: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log_tail(self, size: int = 6000) -> str:
-        """The end of the server's output."""
-        try:
-            return self.log_path.read_text(errors="replace")[-size:]
-        except OSError:
-            return ""
-
-    def call(self, method: str, path: str, body: Any = None) -> Any:
-        """Call the REST API (SimpleAuthManager with all admins: no token needed); the reply's JSON."""
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=60) as reply:
-            payload = reply.read()
-        return json.loads(payload) if payload else None
-
-    def get_json(self, path: str) -> Any:
-        """GET ``path`` of the REST API."""
-        return self.call("GET", path)
-
-    def delete_connection(self, conn_id: str) -> None:
-        """Delete connection ``conn_id`` if it exists."""
-        try:
-            self.call("DELETE", f"/api/v2/connections/{conn_id}")
-        except urllib.error.HTTPError as err:
-            if err.code != 404:
-                raise
-
-    def put_connection(self, conn_id: str, conn: Mapping[str, Any]) -> None:
-        """Create connection ``conn_id`` (replacing one of that id) from its ``AIRFLOW_CONN_*`` JSON form."""
-        self.delete_connection(conn_id)
-        extra = conn.get("extra")
-        body = {
-            "connection_id": conn_id,
-            "conn_type": conn["conn_type"],
-            "host": conn.get("host"),
-            "port": conn.get("port"),
-            "login": conn.get("login"),
-            "password": conn.get("password"),
-            "extra": json.dumps(extra) if isinstance(extra, Mapping) else extra,
-        }
-        self.call("POST", "/api/v2/connections", body)
-
-
-def _stop(process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    """Stop a process we started in its own session, and its children, by its id."""
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout)
-
-
-def start_api_server(home: AirflowHome, log_path: Path) -> ApiServer:
-    """Start ``airflow api-server`` on a free 127.0.0.1 port and wait until it answers its health check."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [AIRFLOW, "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            env=home.environ(),
-            cwd=home.path,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = ApiServer(url=url, process=process, log_path=log_path)
-    deadline = time.monotonic() + API_SERVER_STARTUP_TIMEOUT
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"airflow api-server exited {process.returncode}:\n{server.log_tail()}")
-        try:
-            with urllib.request.urlopen(url + "/api/v2/monitor/health", timeout=5) as reply:
-                if reply.status == 200:
-                    return server
-        except (urllib.error.URLError, OSError):
-            pass
-        if time.monotonic() > deadline:
-            _stop(process)
-            pytest.fail(
-                f"airflow api-server did not answer within {API_SERVER_STARTUP_TIMEOUT:.0f}s:\n"
-                f"{server.log_tail()}"
-            )
-        time.sleep(0.3)
-
-
-def assert_no_secret(text: str, secrets: Sequence[str]) -> None:
-    """Fail when any of ``secrets`` appears in ``text`` (without printing the secret)."""
-    for i, secret in enumerate(secrets):
-        assert secret, "an empty secret proves nothing"
-        assert secret not in text, f"secret #{i} appears in the output"
 
 
 # --- fixtures -------------------------------------------------------------------------------------------
@@ -189,7 +72,7 @@ def api_server(airflow_home: AirflowHome) -> Iterator[ApiServer]:
     try:
         yield server
     finally:
-        _stop(server.process)
+        stop_process(server.process)
 
 
 def sandbox_connection(sandbox: Sandbox, **changes: Any) -> dict[str, Any]:

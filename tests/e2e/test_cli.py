@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from airflow_provider_quamotion import __version__
-from tests.e2e.conftest import AirflowHome, assert_no_secret, sandbox_connection
+from tests.dag_runs import AirflowHome, assert_no_secret
+from tests.e2e.conftest import sandbox_connection
 
 if TYPE_CHECKING:
     from airflow_provider_quamotion.sandbox import Sandbox

@@ -15,7 +15,8 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 
-from tests.e2e.conftest import ARTIFACTS, AirflowHome, ApiServer, assert_no_secret, sandbox_connection
+from tests.dag_runs import AirflowHome, ApiServer, assert_no_secret
+from tests.e2e.conftest import ARTIFACTS, sandbox_connection
 
 if TYPE_CHECKING:
     from playwright.sync_api import Locator, Page
