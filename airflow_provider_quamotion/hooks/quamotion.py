@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +56,136 @@ def _settings_of(conn: Any, conn_id: str, overrides: Mapping[str, Any]) -> Quamo
         port=conn.port,
         overrides=overrides,
     )
+
+
+# --- apps, packages and device groups given by name ------------------------------------------------
+
+APP_ID = "appId"
+APP_DISPLAY_NAME = "displayName"
+APP_VERSION = "version"
+APP_OS = "operatingSystem"
+PACKAGE_NAME = "name"
+PACKAGE_VERSION = "version"
+GROUP_DISPLAY_NAME = "displayName"
+
+
+def _split_version(ref: str) -> tuple[str, str | None]:
+    name, sep, version = ref.rpartition(":")
+    return (name, version) if sep and name and version else (ref, None)
+
+
+def _ambiguous(kind: str, ref: str, candidates: Sequence[str], hint: str) -> QuamotionConfigError:
+    return QuamotionConfigError(
+        f"The {kind} {ref!r} is ambiguous: {len(candidates)} match ({', '.join(candidates[:10])}"
+        f"{', ...' if len(candidates) > 10 else ''}). {hint}"
+    )
+
+
+def _absent(kind: str, ref: str, known: Sequence[str]) -> QuamotionNotFoundError:
+    listed = ", ".join(sorted(set(known))[:20]) or "none"
+    return QuamotionNotFoundError(f"No {kind} matches {ref!r} in this project. Known: {listed}.", status=404)
+
+
+def resolve_application(ref: Mapping[str, Any] | str, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """An application record from a dict (used as given) or a name.
+
+    A name matches ``appId`` or ``displayName``; ``"name:version"`` also matches ``version`` or
+    ``versionDisplayName``.
+
+    :param ref: the application as a dict or a name.
+    :param records: the project's applications (``GET app``).
+    :raises QuamotionNotFoundError: nothing matches.
+    :raises QuamotionConfigError: several match (several versions or operating systems).
+    """
+    if isinstance(ref, Mapping):
+        return dict(ref)
+    name, version = _split_version(str(ref).strip())
+    matches = [
+        r
+        for r in records
+        if name in (r.get(APP_ID), r.get(APP_DISPLAY_NAME))
+        and (version is None or version in (str(r.get(APP_VERSION)), str(r.get("versionDisplayName"))))
+    ]
+    if not matches:
+        raise _absent("application", str(ref), [str(r.get(APP_ID)) for r in records])
+    if len(matches) > 1:
+        raise _ambiguous(
+            "application",
+            str(ref),
+            [f"{r.get(APP_ID)} {r.get(APP_VERSION)} ({r.get(APP_OS)})" for r in matches],
+            "Pass the application as a dict (e.g. the upload operator's result) or as 'appId:version'.",
+        )
+    return dict(matches[0])
+
+
+def resolve_test_package(
+    ref: Mapping[str, Any] | str, records: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """A test package record from a dict (used as given) or ``"name"`` / ``"name:version"``.
+
+    :param ref: the test package as a dict or a name.
+    :param records: the project's test packages (``GET testPackage``).
+    :raises QuamotionNotFoundError: nothing matches.
+    :raises QuamotionConfigError: several versions match.
+    """
+    if isinstance(ref, Mapping):
+        return dict(ref)
+    name, version = _split_version(str(ref).strip())
+    matches = [
+        r
+        for r in records
+        if r.get(PACKAGE_NAME) == name and (version is None or str(r.get(PACKAGE_VERSION)) == version)
+    ]
+    if not matches:
+        raise _absent("test package", str(ref), [str(r.get(PACKAGE_NAME)) for r in records])
+    if len(matches) > 1:
+        raise _ambiguous(
+            "test package",
+            str(ref),
+            [f"{r.get(PACKAGE_NAME)} {r.get(PACKAGE_VERSION)}" for r in matches],
+            "Pass it as 'name:version' or as a dict.",
+        )
+    return dict(matches[0])
+
+
+def device_group_matches(key: str, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The device groups ``key`` names: by ``deviceGroupId`` (any case) first, else by name or display name.
+
+    :param key: an id, a name or a display name.
+    :param records: the project's device groups (``GET deviceGroup``).
+    """
+    groups = [g for g in records if isinstance(g, Mapping)]
+    by_id = [g for g in groups if str(g.get(api.DEVICE_GROUP_ID, "")).lower() == key.lower()]
+    named = by_id or [g for g in groups if key in (g.get(api.DEVICE_GROUP_NAME), g.get(GROUP_DISPLAY_NAME))]
+    return [dict(g) for g in named]
+
+
+def resolve_device_group(
+    ref: Mapping[str, Any] | str, records: Sequence[Mapping[str, Any]] | None
+) -> dict[str, Any]:
+    """A device group from a dict with a ``deviceGroupId`` (used as given) or an id / name / display name.
+
+    :param ref: the device group as a dict or a string.
+    :param records: the project's device groups (``GET deviceGroup``); ``None`` when ``ref`` is a dict
+        with an id (no lookup needed).
+    :raises QuamotionNotFoundError: nothing matches.
+    :raises QuamotionConfigError: several match.
+    """
+    if isinstance(ref, Mapping) and ref.get(api.DEVICE_GROUP_ID):
+        return dict(ref)
+    key = str(ref.get(api.DEVICE_GROUP_NAME) if isinstance(ref, Mapping) else ref).strip()
+    records = records or []
+    matches = device_group_matches(key, records)
+    if not matches:
+        raise _absent("device group", key, [str(r.get(api.DEVICE_GROUP_NAME)) for r in records])
+    if len(matches) > 1:
+        raise _ambiguous(
+            "device group",
+            key,
+            [f"{r.get(api.DEVICE_GROUP_NAME)} ({r.get(api.DEVICE_GROUP_ID)})" for r in matches],
+            "Pass its deviceGroupId.",
+        )
+    return matches[0]
 
 
 class _QuamotionHookBase(BaseHook):
@@ -283,13 +413,38 @@ class QuamotionHook(_QuamotionHookBase):
         return dict(run)
 
     def _device_group_record(self, key: str) -> dict[str, Any] | None:
-        """The device group whose id (any case) or name is ``key``, or ``None``."""
-        groups = [g for g in self.list_device_groups() if isinstance(g, Mapping)]
-        for group in groups:
-            if str(group.get(api.DEVICE_GROUP_ID, "")).lower() == key.lower():
-                return dict(group)
-        named = [g for g in groups if g.get(api.DEVICE_GROUP_NAME) == key]
-        return dict(named[0]) if len(named) == 1 else None
+        """The one device group ``key`` names (see :func:`device_group_matches`), or ``None``."""
+        matches = device_group_matches(key, self.list_device_groups())
+        return matches[0] if len(matches) == 1 else None
+
+    def resolve_application(self, ref: Mapping[str, Any] | str) -> dict[str, Any]:
+        """The application ``ref`` names: a dict is used as given, a name is looked up in ``GET app``.
+
+        :param ref: a dict (e.g. the upload operator's result), an ``appId`` or display name, or
+            ``"name:version"``.
+        :raises QuamotionNotFoundError: nothing matches.
+        :raises QuamotionConfigError: several match.
+        """
+        return resolve_application(ref, [] if isinstance(ref, Mapping) else self.list_applications())
+
+    def resolve_test_package(self, ref: Mapping[str, Any] | str) -> dict[str, Any]:
+        """The test package ``ref`` names: a dict as given, ``"name"`` / ``"name:version"`` looked up.
+
+        :param ref: the test package as a dict or a name.
+        :raises QuamotionNotFoundError: nothing matches.
+        :raises QuamotionConfigError: several versions match.
+        """
+        return resolve_test_package(ref, [] if isinstance(ref, Mapping) else self.list_test_packages())
+
+    def resolve_device_group(self, ref: Mapping[str, Any] | str) -> dict[str, Any]:
+        """The device group ``ref`` names: a dict with a ``deviceGroupId`` as given, else looked up.
+
+        :param ref: a dict, a ``deviceGroupId`` (any case), a name or a display name.
+        :raises QuamotionNotFoundError: nothing matches.
+        :raises QuamotionConfigError: several match.
+        """
+        known = isinstance(ref, Mapping) and ref.get(api.DEVICE_GROUP_ID)
+        return resolve_device_group(ref, None if known else self.list_device_groups())
 
     def list_jobs(self, test_run_id: str, *, deadline: float | None = None) -> list[dict[str, Any]]:
         """A test run's jobs (empty while it is queued); a malformed reply is a ``QuamotionResponseError``.
@@ -460,6 +615,18 @@ class QuamotionAsyncHook(_QuamotionHookBase):
     async def get_json(self, endpoint: str, *, deadline: float | None = None, **kwargs: Any) -> Any:
         """GET ``endpoint`` and parse its JSON."""
         return parse_json(await self.request("GET", endpoint, deadline=deadline, **kwargs))
+
+    async def list_records(self, endpoint: str, *, deadline: float | None = None) -> list[Any]:
+        """GET a list endpoint; accepts a bare array or ``{"value": [...]}``.
+
+        :param endpoint: the list endpoint (``api.TEST_RUNS``, ``api.DEVICE_GROUPS``...).
+        :param deadline: an absolute time (epoch seconds) the call must not outlive.
+        """
+        payload = await self.get_json(endpoint, deadline=deadline)
+        try:
+            return api.unwrap_list(payload)
+        except TypeError as err:
+            raise QuamotionError(f"GET {endpoint}: {err}") from None
 
     async def list_jobs(self, test_run_id: str, *, deadline: float | None = None) -> list[dict[str, Any]]:
         """A test run's jobs."""

@@ -6,11 +6,13 @@
   :class:`~airflow_provider_quamotion.triggers.quamotion.QuamotionTestRunTrigger`, imported only when
   the task defers). The wait helpers come from :mod:`airflow_provider_quamotion.runs`.
 
-  **No duplicate run on retry.** Right after posting, the run's id is saved in Airflow 3.3's task
-  state store (``context["task_state_store"]``, kept across the tries of one task instance in one DAG
-  run). A later try reads it back first: a run still queued or running is resumed, a run that finished
+  **No duplicate run on retry.** The operator is a ``ResumableJobMixin`` (``airflow.sdk``, Airflow
+  3.3): right after posting, the mixin saves the run's id in the task state store
+  (``context["task_state_store"]``, kept across the tries of one task instance in one DAG run). A
+  later try reads it back first: a run still queued or running is resumed, a run that finished
   without the previous try reporting it (worker lost, timeout) is adopted (its result becomes the
-  task's), and only when nothing is stored is a new run posted. Once the task reports a run's outcome
+  task's), a run that no longer exists is replaced, and only when nothing is stored is a new run
+  posted. Below 3.3 (common-compat's stand-in) every try posts a new run, with one log line saying so. Once the task reports a run's outcome
   the key is deleted, so clearing the task afterwards starts a fresh run. (XCom cannot carry this:
   Airflow clears a task instance's XComs when a new try starts.)
 * :class:`QuamotionUploadOperator` uploads an app (.apk / .ipa) or a test package from a local path, a
@@ -27,7 +29,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -67,136 +69,49 @@ if TYPE_CHECKING:
 #: Task state store key holding the run started by an earlier try of the task instance.
 STATE_KEY = "quamotion_test_run_id"
 
-APP_ID = "appId"
-APP_DISPLAY_NAME = "displayName"
-APP_VERSION = "version"
-APP_OS = "operatingSystem"
-PACKAGE_NAME = "name"
-PACKAGE_VERSION = "version"
-GROUP_ID = "deviceGroupId"
-GROUP_NAME = "name"
-GROUP_DISPLAY_NAME = "displayName"
+try:  # Airflow >= 3.3: resume from task_state_store
+    from airflow.sdk import ResumableJobMixin
+
+    _HAS_RESUME = True
+except ImportError:  # below 3.3: common-compat's stand-in (a new run every try), else our own
+    _HAS_RESUME = False
+    try:
+        from airflow.providers.common.compat.sdk import ResumableJobMixin
+    except ImportError:
+
+        class ResumableJobMixin:  # type: ignore[no-redef]
+            """Stand-in without ``task_state_store``: every try posts a new run."""
+
+            external_id_key = "remote_job_id"
+
+            def execute_resumable(self, context: Any) -> Any:
+                external_id = self.submit_job(context)  # type: ignore[attr-defined]
+                self.poll_until_complete(external_id, context)  # type: ignore[attr-defined]
+                return self.get_job_result(external_id, context)  # type: ignore[attr-defined]
 
 
-# --- resolving apps, packages and device groups given by name ------------------------------------------
+_NO_RESUME = (
+    "This task has no task_state_store (Airflow < 3.3 has no ResumableJobMixin to resume with): a retry "
+    "of this task cannot find the run of its previous try and will start a new one."
+)
+
+#: The name resolvers live in the hook (``QuamotionHook.resolve_application`` and friends); these
+#: names are re-exported from there, lazily (the hook is not imported at DAG-parse time).
+_FROM_HOOK = ("resolve_application", "resolve_device_group", "resolve_test_package")
 
 
-def _split_version(ref: str) -> tuple[str, str | None]:
-    name, sep, version = ref.rpartition(":")
-    return (name, version) if sep and name and version else (ref, None)
+def __getattr__(name: str) -> Any:
+    if name in _FROM_HOOK:
+        from airflow_provider_quamotion.hooks import quamotion as hooks
 
-
-def _ambiguous(kind: str, ref: str, candidates: Sequence[str], hint: str) -> QuamotionConfigError:
-    return QuamotionConfigError(
-        f"The {kind} {ref!r} is ambiguous: {len(candidates)} match ({', '.join(candidates[:10])}"
-        f"{', ...' if len(candidates) > 10 else ''}). {hint}"
-    )
-
-
-def _absent(kind: str, ref: str, known: Sequence[str]) -> QuamotionNotFoundError:
-    listed = ", ".join(sorted(set(known))[:20]) or "none"
-    return QuamotionNotFoundError(f"No {kind} matches {ref!r} in this project. Known: {listed}.", status=404)
-
-
-def resolve_application(ref: Mapping[str, Any] | str, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """An application record from a dict (used as given) or a name.
-
-    A name matches ``appId`` or ``displayName``; ``"name:version"`` also matches ``version`` or
-    ``versionDisplayName``.
-
-    :param ref: the application as a dict or a name.
-    :param records: the project's applications (``GET app``).
-    :raises QuamotionNotFoundError: nothing matches.
-    :raises QuamotionConfigError: several match (several versions or operating systems).
-    """
-    if isinstance(ref, Mapping):
-        return dict(ref)
-    name, version = _split_version(str(ref).strip())
-    matches = [
-        r
-        for r in records
-        if name in (r.get(APP_ID), r.get(APP_DISPLAY_NAME))
-        and (version is None or version in (str(r.get(APP_VERSION)), str(r.get("versionDisplayName"))))
-    ]
-    if not matches:
-        raise _absent("application", str(ref), [str(r.get(APP_ID)) for r in records])
-    if len(matches) > 1:
-        raise _ambiguous(
-            "application",
-            str(ref),
-            [f"{r.get(APP_ID)} {r.get(APP_VERSION)} ({r.get(APP_OS)})" for r in matches],
-            "Pass the application as a dict (e.g. the upload operator's result) or as 'appId:version'.",
-        )
-    return dict(matches[0])
-
-
-def resolve_test_package(
-    ref: Mapping[str, Any] | str, records: Sequence[Mapping[str, Any]]
-) -> dict[str, Any]:
-    """A test package record from a dict (used as given) or ``"name"`` / ``"name:version"``.
-
-    :param ref: the test package as a dict or a name.
-    :param records: the project's test packages (``GET testPackage``).
-    :raises QuamotionNotFoundError: nothing matches.
-    :raises QuamotionConfigError: several versions match.
-    """
-    if isinstance(ref, Mapping):
-        return dict(ref)
-    name, version = _split_version(str(ref).strip())
-    matches = [
-        r
-        for r in records
-        if r.get(PACKAGE_NAME) == name and (version is None or str(r.get(PACKAGE_VERSION)) == version)
-    ]
-    if not matches:
-        raise _absent("test package", str(ref), [str(r.get(PACKAGE_NAME)) for r in records])
-    if len(matches) > 1:
-        raise _ambiguous(
-            "test package",
-            str(ref),
-            [f"{r.get(PACKAGE_NAME)} {r.get(PACKAGE_VERSION)}" for r in matches],
-            "Pass it as 'name:version' or as a dict.",
-        )
-    return dict(matches[0])
-
-
-def resolve_device_group(
-    ref: Mapping[str, Any] | str, records: Sequence[Mapping[str, Any]] | None
-) -> dict[str, Any]:
-    """A device group from a dict with a ``deviceGroupId`` (used as given) or an id / name / display name.
-
-    :param ref: the device group as a dict or a string.
-    :param records: the project's device groups (``GET deviceGroup``); ``None`` when ``ref`` is a dict
-        with an id (no lookup needed).
-    :raises QuamotionNotFoundError: nothing matches.
-    :raises QuamotionConfigError: several match.
-    """
-    if isinstance(ref, Mapping) and ref.get(GROUP_ID):
-        return dict(ref)
-    key = str(ref.get(GROUP_NAME) if isinstance(ref, Mapping) else ref).strip()
-    records = records or []
-    by_id = [r for r in records if r.get(GROUP_ID) == key]
-    matches = by_id or [r for r in records if key in (r.get(GROUP_NAME), r.get(GROUP_DISPLAY_NAME))]
-    if not matches:
-        raise _absent("device group", key, [str(r.get(GROUP_NAME)) for r in records])
-    if len(matches) > 1:
-        raise _ambiguous(
-            "device group",
-            key,
-            [f"{r.get(GROUP_NAME)} ({r.get(GROUP_ID)})" for r in matches],
-            "Pass its deviceGroupId.",
-        )
-    return dict(matches[0])
-
-
-def _needs_lookup(ref: Any) -> bool:
-    return not isinstance(ref, Mapping)
+        return getattr(hooks, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --- the operators ----------------------------------------------------------------------------------
 
 
-class QuamotionStartTestRunOperator(QuamotionBaseOperator):
+class QuamotionStartTestRunOperator(ResumableJobMixin, QuamotionBaseOperator):
     """Start a Quamotion Cloud test run; push its id to XCom at once; optionally wait for it.
 
     Returns the run's id (also in XCom under ``test_run_id``, with the portal URL under
@@ -237,6 +152,8 @@ class QuamotionStartTestRunOperator(QuamotionBaseOperator):
     template_fields_renderers = {"app": "json", "test_package": "json", "environment": "json"}
     operator_extra_links = (QuamotionTestRunLink(),)
     ui_color = "#d9ecf5"
+    #: ``ResumableJobMixin``: the task state store key of the run an earlier try started.
+    external_id_key = STATE_KEY
 
     def __init__(
         self,
@@ -299,43 +216,78 @@ class QuamotionStartTestRunOperator(QuamotionBaseOperator):
         """The former name of :attr:`poke_interval` (read-only; removed in the next release)."""
         return self.poke_interval
 
-    # the run of an earlier try ---------------------------------------------------------------------
-
-    def _remembered(self, context: Context) -> str | None:
-        store = context.get("task_state_store")
-        if store is None:
-            self.log.warning(
-                "This Airflow has no task_state_store (Airflow < 3.3): a retry of this task cannot find "
-                "the run of its previous try and will start a new one."
-            )
-            return None
-        value = store.get(STATE_KEY)
-        return str(value) if value else None
-
-    def _remember(self, context: Context, test_run_id: str) -> None:
-        store = context.get("task_state_store")
-        if store is not None:
-            store.set(STATE_KEY, test_run_id)
-
-    def _forget(self, context: Context) -> None:
-        store = context.get("task_state_store")
-        if store is not None:
-            store.delete(STATE_KEY)
-
-    # execution -------------------------------------------------------------------------------------
+    # the run of an earlier try: ResumableJobMixin ------------------------------------------------
 
     def execute(self, context: Context) -> str:
         """Resume the previous try's run or post a new one; push its id; wait if asked."""
+        if not _HAS_RESUME or context.get("task_state_store") is None:
+            self.log.warning(_NO_RESUME)
+        self._reported: str | None = None
+        result = self.execute_resumable(context)
+        return self._reported or str(result)
+
+    def submit_job(self, context: Context) -> str:
+        """Post a new run (``ResumableJobMixin``: the mixin stores its id in ``task_state_store``)."""
+        self._check_rendered()
         hook = self.hook
-        previous = self._remembered(context)
-        decision = self._look_at(context, hook, previous) if previous else "new"
-        if previous and decision == "adopted":
-            return previous
-        test_run_id = previous if previous and decision == "resume" else self._start(context, hook)
-        push_run_reference(context, hook, test_run_id)
+        app = hook.resolve_application(self.app)
+        package = hook.resolve_test_package(self.test_package)
+        group = hook.resolve_device_group(self.device_group)
+        run = hook.start_test_run(
+            app,
+            package,
+            str(group[api.DEVICE_GROUP_ID]),
+            parameters=self.parameters or "",
+            environment=self.environment,
+            schedule=self.schedule or "",
+        )
+        test_run_id = str(run[api.TEST_RUN_ID])
+        self.log.info(
+            "Started Quamotion test run %s (app %s %s, package %s %s, device group %s)",
+            test_run_id,
+            app.get("appId"),
+            app.get("version"),
+            package.get("name"),
+            package.get("version"),
+            group.get(api.DEVICE_GROUP_NAME) or group.get(api.DEVICE_GROUP_ID),
+        )
+        return test_run_id
+
+    def get_job_status(self, external_id: Any, context: Context) -> str:
+        """The stored run's state (``queued``, ``running``, ``success``, ``failed``), ``missing`` when gone."""
+        try:
+            state, self._previous_jobs = poll_run(self.hook, str(external_id), self.allow_skipped)
+        except QuamotionNotFoundError:
+            self.log.warning(
+                "The run %s of a previous try no longer exists; starting a new run.", external_id
+            )
+            return "missing"
+        if state.is_terminal:
+            self.log.info("Test run %s of a previous try finished meanwhile (%s).", external_id, state.value)
+        else:
+            self.log.info(
+                "Resuming test run %s started by a previous try (it is %s); not posting a new run.",
+                external_id,
+                state.value,
+            )
+        return state.value
+
+    def is_job_active(self, status: str) -> bool:
+        """A queued or running run is resumed."""
+        return status in (api.TestRunState.QUEUED.value, api.TestRunState.RUNNING.value)
+
+    def is_job_succeeded(self, status: str) -> bool:
+        """A finished run is adopted, passed or not: its result becomes this try's (never posted again)."""
+        return status in (api.TestRunState.SUCCESS.value, api.TestRunState.FAILED.value)
+
+    def poll_until_complete(self, external_id: Any, context: Context) -> None:
+        """Push the run's reference; wait for it (in the worker or deferred) when asked."""
+        test_run_id = str(external_id)
+        push_run_reference(context, self.hook, test_run_id)
         if not self.wait_for_completion:
             self._forget(context)
-            return test_run_id
+            self._reported = test_run_id
+            return
         if self.deferrable:
             from airflow_provider_quamotion.triggers.quamotion import QuamotionTestRunTrigger
 
@@ -352,31 +304,27 @@ class QuamotionStartTestRunOperator(QuamotionBaseOperator):
                 method_name="execute_complete",
                 timeout=defer_timeout(deadline),
             )
-        return self.wait_in_worker(context, hook, test_run_id)
+        self.wait_in_worker(context, self.hook, test_run_id)
 
-    def _look_at(self, context: Context, hook: QuamotionHook, previous: str) -> str:
-        """Decide what to do with the previous try's run: ``"resume"``, ``"adopted"`` or ``"new"``.
+    def get_job_result(self, external_id: Any, context: Context) -> str:
+        """The run's id; a finished run of a previous try is reported now (``AirflowFailException``)."""
+        test_run_id = str(external_id)
+        if self._reported == test_run_id:
+            return test_run_id
+        jobs = getattr(self, "_previous_jobs", None)
+        if jobs is None:
+            _, jobs = poll_run(self.hook, test_run_id, self.allow_skipped)
+        push_run_reference(context, self.hook, test_run_id)
+        self._report(
+            context, test_run_id, api.run_state_from_jobs(jobs, allow_skipped=self.allow_skipped), jobs
+        )
+        return test_run_id
 
-        A run still queued or running is resumed. A finished one is adopted: its result is reported
-        now (``AirflowFailException`` when it did not pass). A run that no longer exists is forgotten.
-        """
-        try:
-            state, jobs = poll_run(hook, previous, self.allow_skipped)
-        except QuamotionNotFoundError:
-            self.log.warning("The run %s of a previous try no longer exists; starting a new run.", previous)
-            self._forget(context)
-            return "new"
-        if not state.is_terminal:
-            self.log.info(
-                "Resuming test run %s started by a previous try (it is %s); not posting a new run.",
-                previous,
-                state.value,
-            )
-            return "resume"
-        self.log.info("Test run %s of a previous try finished meanwhile (%s).", previous, state.value)
-        push_run_reference(context, hook, previous)
-        self._report(context, previous, state, jobs)
-        return "adopted"
+    def _forget(self, context: Context) -> None:
+        """Delete the stored run id once its outcome is reported: clearing the task starts a fresh run."""
+        store = context.get("task_state_store")
+        if store is not None:
+            store.delete(self.external_id_key)
 
     def _check_rendered(self) -> None:
         """Refuse a dict that Jinja rendered to a string (no ``render_template_as_native_obj``)."""
@@ -387,42 +335,10 @@ class QuamotionStartTestRunOperator(QuamotionBaseOperator):
                 raise err
         check_mapping("environment", self.environment)
 
-    def _start(self, context: Context, hook: QuamotionHook) -> str:
-        self._check_rendered()
-        app = resolve_application(self.app, hook.list_applications() if _needs_lookup(self.app) else [])
-        package = resolve_test_package(
-            self.test_package, hook.list_test_packages() if _needs_lookup(self.test_package) else []
-        )
-        group = resolve_device_group(
-            self.device_group,
-            hook.list_device_groups()
-            if not (isinstance(self.device_group, Mapping) and self.device_group.get(GROUP_ID))
-            else None,
-        )
-        run = hook.start_test_run(
-            app,
-            package,
-            str(group[GROUP_ID]),
-            parameters=self.parameters or "",
-            environment=self.environment,
-            schedule=self.schedule or "",
-        )
-        test_run_id = str(run[api.TEST_RUN_ID])
-        self._remember(context, test_run_id)
-        self.log.info(
-            "Started Quamotion test run %s (app %s %s, package %s %s, device group %s)",
-            test_run_id,
-            app.get(APP_ID),
-            app.get(APP_VERSION),
-            package.get(PACKAGE_NAME),
-            package.get(PACKAGE_VERSION),
-            group.get(GROUP_NAME) or group.get(GROUP_ID),
-        )
-        return test_run_id
-
     def _report(self, context: Context, test_run_id: str, state: api.TestRunState, jobs: list[Any]) -> None:
         """Report a finished run: log a pass, or raise ``AirflowFailException``; forget the stored id."""
         self._forget(context)
+        self._reported = test_run_id
         if state is api.TestRunState.SUCCESS:
             self.log.info(format_run_success(test_run_id, len(jobs)))
             return
@@ -630,7 +546,4 @@ __all__ = [
     "QuamotionJobArtifactsOperator",
     "QuamotionStartTestRunOperator",
     "QuamotionUploadOperator",
-    "resolve_application",
-    "resolve_device_group",
-    "resolve_test_package",
 ]

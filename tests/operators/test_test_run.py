@@ -90,6 +90,7 @@ class FakeTI:
         self.try_number = try_number
         self.xcom: dict[str, Any] = {}
         self.pushes: list[str] = []
+        self.stats_tags: dict[str, str] = {}  # read by ResumableJobMixin
 
     def xcom_push(self, key: str, value: Any) -> None:
         self.xcom[key] = value
