@@ -102,6 +102,12 @@ def get_provider_info() -> dict[str, Any]:
                         "Proxies",
                         'JSON object such as {"https": "http://proxy:3128"}; applies to every call.',
                     ),
+                    "scheduled_timezone": _field(
+                        "Time zone of 'scheduled'",
+                        "IANA zone (e.g. Europe/Brussels) of a test run's 'scheduled' written without an "
+                        "offset; windowed exports follow it.",
+                        default="UTC",
+                    ),
                 },
                 "ui-field-behaviour": {
                     "hidden-fields": ["schema", "port"],

@@ -7,12 +7,14 @@ from the host root. See ``shared/reference/quamotion-cloud-api.md`` for the evid
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timezone, tzinfo
+from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote
 
@@ -92,6 +94,45 @@ JOB_STATUS = "status"
 JOB_STARTED = "started"
 JOB_HAS_ARTIFACTS = "hasArtifacts"
 LIST_WRAPPER_KEY = "value"
+
+
+# --- timestamps -----------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=64)
+def zone(name: str) -> tzinfo:
+    """The time zone named ``name`` (IANA, e.g. ``"Europe/Brussels"``; ``"UTC"`` is UTC itself).
+
+    :raises ValueError: when the system (or the ``tzdata`` package) does not know the name.
+    """
+    if name.strip().upper() in ("UTC", "Z", "ETC/UTC"):
+        return timezone.utc
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(name.strip())
+    except (ZoneInfoNotFoundError, ValueError, OSError) as err:
+        raise ValueError(f"unknown time zone {name!r}: {err}") from None
+
+
+def parse_timestamp(text: str, naive_tz: tzinfo = timezone.utc) -> datetime:
+    """An aware UTC datetime from an ISO 8601 timestamp of the API (the one place they are parsed).
+
+    A value with an offset (``+00:00``, ``Z``) keeps it. A value without one
+    (``"2018-03-19T13:15:35"``, as every ``scheduled`` in the captured list) is read as wall-clock
+    time in ``naive_tz`` (UTC by default; the connection's ``scheduled_timezone``). Around a DST
+    change a wall-clock time that occurs twice is read as its first occurrence and one that does not
+    occur (skipped by the clocks) with the offset in force before the change (``fold=0``).
+
+    :param text: the timestamp.
+    :param naive_tz: the zone of an offsetless value.
+    :raises ValueError: when ``text`` is not an ISO 8601 timestamp.
+    """
+    value = str(text).strip()
+    parsed = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=naive_tz)
+    return parsed.astimezone(timezone.utc)
 
 
 def unwrap_list(payload: Any) -> list[Any]:
@@ -363,14 +404,8 @@ def _started_key(job: Mapping[str, Any]) -> tuple[float, int, str]:
     started = job.get(JOB_STARTED)
     moment = float("inf")
     if isinstance(started, str) and started.strip():
-        try:
-            parsed = datetime.fromisoformat(started.strip().replace("Z", "+00:00"))
-        except ValueError:
-            parsed = None
-        if parsed is not None:
-            if parsed.tzinfo is None:
-                parsed = parsed.replace(tzinfo=timezone.utc)
-            moment = parsed.timestamp()
+        with contextlib.suppress(ValueError):
+            moment = parse_timestamp(started).timestamp()
     raw_id = job.get(JOB_ID)
     try:
         numeric_id = int(raw_id)  # type: ignore[arg-type]

@@ -36,7 +36,17 @@ MAX_EVENT_BYTES = 64 * 1024
 
 #: Hook settings a trigger may carry: none of them is a secret.
 SAFE_HOOK_SETTINGS = frozenset(
-    {"base_url", "tenant_id", "authority_host", "resource", "project", "verify", "timeout", "retry"}
+    {
+        "base_url",
+        "tenant_id",
+        "authority_host",
+        "resource",
+        "project",
+        "verify",
+        "timeout",
+        "retry",
+        "scheduled_timezone",
+    }
 )
 
 _SECRET_SETTINGS = frozenset({"client_secret", "api_key", "password", "token", "proxies"})

@@ -13,6 +13,7 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from datetime import tzinfo
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,6 +29,8 @@ from airflow_provider_quamotion.transport.policy import destination_of, is_loopb
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 60.0
+#: The zone an offsetless ``scheduled`` is read in unless the connection says otherwise.
+DEFAULT_SCHEDULED_TIMEZONE = "UTC"
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,9 @@ class QuamotionSettings:
     :param timeout: connect and read timeout of every call, seconds.
     :param proxies: ``{"https": url, "http": url}`` for every call.
     :param retry: the retry policy.
+    :param scheduled_timezone: the IANA zone (``"Europe/Brussels"``) a test run's ``scheduled`` is in
+        when it has no offset (the captured lists never carry one; most values are UTC, some local
+        time); ``"UTC"`` by default. Windowed exports and the SQL ``_scheduled_utc`` follow it.
     """
 
     base_url: str = api.DEFAULT_HOST
@@ -104,10 +110,19 @@ class QuamotionSettings:
     timeout: float = DEFAULT_TIMEOUT
     proxies: Mapping[str, str] | None = field(default=None, repr=False)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    scheduled_timezone: str = DEFAULT_SCHEDULED_TIMEZONE
 
     def __post_init__(self) -> None:
         for secret in self.secrets():
             register_secret(secret)
+        object.__setattr__(
+            self, "scheduled_timezone", _timezone_name(self.scheduled_timezone, "scheduled_timezone")
+        )
+
+    @property
+    def scheduled_tzinfo(self) -> tzinfo:
+        """The zone of an offsetless ``scheduled`` (see :func:`api.parse_timestamp`)."""
+        return api.zone(self.scheduled_timezone)
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.repr)
@@ -266,6 +281,7 @@ def settings_from_connection(
         timeout=_timeout(pick("timeout"), conn_id),
         proxies=_proxies(pick("proxies"), conn_id),
         retry=_retry(pick("retry"), conn_id),
+        scheduled_timezone=_timezone_name(pick("scheduled_timezone"), "scheduled_timezone", conn_id),
     )
 
 
@@ -301,6 +317,23 @@ def _base_url(value: Any, port: Any, conn_id: str) -> str:
             f"Connection {conn_id!r}: host {shown!r} uses plain http; the bearer token travels only over "
             "https (plain http is allowed for loopback hosts alone). Use https://."
         )
+    return text
+
+
+def _timezone_name(value: Any, name: str, conn_id: str | None = None) -> str:
+    """An IANA time zone name, checked now (``None`` / ``""``: UTC); its canonical spelling."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return DEFAULT_SCHEDULED_TIMEZONE
+    text = str(value).strip()
+    try:
+        api.zone(text)
+    except ValueError as err:
+        where = f"Connection {conn_id!r}: " if conn_id else ""
+        raise QuamotionConfigError(
+            f"{where}{name}={redact(text)[:100]!r} is not a time zone the system knows ({err}). Use an "
+            "IANA name such as 'UTC', 'Europe/Brussels' or 'America/New_York' (the zone the service "
+            "writes an offsetless test run 'scheduled' in), or leave it empty for UTC."
+        ) from None
     return text
 
 

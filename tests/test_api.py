@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
 from airflow_provider_quamotion import api
 from airflow_provider_quamotion.api import JobStatus, TestRunState, run_state_from_jobs
+from tests.captured_runs import LOCAL_TIME_RUNS, SCHEDULED_VS_STARTED
 
 
 def test_terminal_statuses() -> None:
@@ -208,3 +211,66 @@ def test_percent_encoded_dot_segments_and_separators_are_refused(bad: str) -> No
 def test_ordinary_ids_with_percent_signs_still_pass() -> None:
     assert api.job("%41b") == "job/%41b"
     assert api.test_run_jobs("run-1") == "testRun/run-1/jobs"
+
+
+# --- timestamps and the time zone of an offsetless ``scheduled`` ---------------------------------------
+
+UTC = dt.timezone.utc
+
+
+def test_parse_timestamp_keeps_offsets_and_reads_offsetless_values_in_the_given_zone() -> None:
+    brussels = api.zone("Europe/Brussels")
+    assert api.parse_timestamp("2018-03-19T13:15:43.239Z") == dt.datetime(
+        2018, 3, 19, 13, 15, 43, 239000, tzinfo=UTC
+    )
+    assert api.parse_timestamp("2018-03-20T06:11:38+00:00", brussels) == dt.datetime(
+        2018, 3, 20, 6, 11, 38, tzinfo=UTC
+    )
+    assert api.parse_timestamp("2018-03-19T13:15:35") == dt.datetime(2018, 3, 19, 13, 15, 35, tzinfo=UTC)
+    assert api.parse_timestamp("2018-03-19T13:15:35", brussels) == dt.datetime(
+        2018, 3, 19, 12, 15, 35, tzinfo=UTC
+    )
+    assert api.parse_timestamp("2018-07-01T12:00:00", brussels) == dt.datetime(2018, 7, 1, 10, tzinfo=UTC)
+    with pytest.raises(ValueError, match="Invalid isoformat"):
+        api.parse_timestamp("soon")
+
+
+def test_parse_timestamp_at_the_dst_changes() -> None:
+    brussels = api.zone("Europe/Brussels")
+    # 25 March 2018: 02:00 CET became 03:00 CEST; 02:30 never happened: read with the offset before
+    assert api.parse_timestamp("2018-03-25T01:59:59", brussels) == dt.datetime(
+        2018, 3, 25, 0, 59, 59, tzinfo=UTC
+    )
+    assert api.parse_timestamp("2018-03-25T02:30:00", brussels) == dt.datetime(2018, 3, 25, 1, 30, tzinfo=UTC)
+    assert api.parse_timestamp("2018-03-25T03:00:00", brussels) == dt.datetime(2018, 3, 25, 1, tzinfo=UTC)
+    # 28 October 2018: 02:30 happened twice; the first occurrence (CEST) is taken
+    assert api.parse_timestamp("2018-10-28T02:30:00", brussels) == dt.datetime(
+        2018, 10, 28, 0, 30, tzinfo=UTC
+    )
+    assert api.parse_timestamp("2018-10-28T03:30:00", brussels) == dt.datetime(
+        2018, 10, 28, 2, 30, tzinfo=UTC
+    )
+
+
+def test_zone_names() -> None:
+    assert api.zone("UTC") is UTC and api.zone("utc") is UTC
+    assert str(api.zone("Europe/Brussels")) == "Europe/Brussels"
+    for bad in ("Mars/Olympus", "../etc/passwd", "Europe/"):
+        with pytest.raises(ValueError, match="unknown time zone"):
+            api.zone(bad)
+
+
+def test_captured_runs_scheduled_against_their_first_jobs_started() -> None:
+    """The evidence: most offsetless ``scheduled`` values are UTC, three are local time (CET)."""
+    brussels = api.zone("Europe/Brussels")
+
+    def lead(scheduled: str, started: str, zone: dt.tzinfo) -> float:
+        return (api.parse_timestamp(started) - api.parse_timestamp(scheduled, zone)).total_seconds()
+
+    for run_id, scheduled, _job, started in SCHEDULED_VS_STARTED:
+        as_utc, as_local = lead(scheduled, started, UTC), lead(scheduled, started, brussels)
+        if run_id in LOCAL_TIME_RUNS:
+            assert -3600 < as_utc < 0 and 0 <= as_local < 60, run_id
+        else:
+            assert 0 <= as_utc < 60 and as_local >= 3600, run_id
+    assert len(SCHEDULED_VS_STARTED) - len(LOCAL_TIME_RUNS) == 11

@@ -138,3 +138,49 @@ def test_identity_differs_by_every_credential() -> None:
     identities = {s.identity() for s in (base, other_key, other_secret, proxied)}
     assert len(identities) == 4
     assert not any("key-number" in part or part == "pw" for part in base.identity())
+
+
+# --- the time zone of an offsetless ``scheduled`` ----------------------------------------------------
+
+
+def test_scheduled_timezone_defaults_to_utc() -> None:
+    import datetime as dt
+
+    s = _settings()
+    assert s.scheduled_timezone == "UTC" and s.scheduled_tzinfo is dt.timezone.utc
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"tenant_id": "t", "scheduled_timezone": "Europe/Brussels"},
+        {"tenant_id": "t", "extra__quamotion__scheduled_timezone": " Europe/Brussels "},
+    ],
+)
+def test_scheduled_timezone_from_the_extra(extra: dict[str, str]) -> None:
+    s = _settings(extra=extra)
+    assert s.scheduled_timezone == "Europe/Brussels"
+    assert str(s.scheduled_tzinfo) == "Europe/Brussels"
+    assert "scheduled_timezone='Europe/Brussels'" in repr(s)
+
+
+def test_scheduled_timezone_override_wins_and_empty_is_utc() -> None:
+    extra = {"tenant_id": "t", "scheduled_timezone": "Europe/Brussels"}
+    assert _settings(extra=extra, overrides={"scheduled_timezone": "Asia/Tokyo"}).scheduled_timezone == (
+        "Asia/Tokyo"
+    )
+    assert _settings(extra={"tenant_id": "t", "scheduled_timezone": ""}).scheduled_timezone == "UTC"
+
+
+@pytest.mark.parametrize("bad", ["CET+1", "Mars/Olympus", "../../etc/passwd", "Europe/"])
+def test_unknown_scheduled_timezone_is_refused_up_front_with_the_fix(bad: str) -> None:
+    with pytest.raises(QuamotionConfigError, match="scheduled_timezone=.*IANA name such as 'UTC'") as err:
+        _settings(extra={"tenant_id": "t", "scheduled_timezone": bad})
+    assert "Connection 'c'" in str(err.value)
+
+
+def test_scheduled_timezone_is_checked_when_built_directly() -> None:
+    from airflow_provider_quamotion.settings import QuamotionSettings
+
+    with pytest.raises(QuamotionConfigError, match="scheduled_timezone"):
+        QuamotionSettings(client_id="a", client_secret="b", scheduled_timezone="Nowhere/Land")

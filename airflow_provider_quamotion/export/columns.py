@@ -23,6 +23,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from airflow_provider_quamotion.api import parse_timestamp
 from airflow_provider_quamotion.exceptions import QuamotionConfigError
 
 log = logging.getLogger(__name__)
@@ -69,15 +70,16 @@ def check_schema(schema: Mapping[str, str] | None) -> dict[str, str] | None:
     return out
 
 
-def typed(value: Any, kind: str) -> Any:
+def typed(value: Any, kind: str, naive_tz: dt.tzinfo = dt.timezone.utc) -> Any:
     """``value`` as a Python value of column type ``kind``; ``None`` stays ``None``; :data:`MISFIT`
     when it does not fit (``"abc"`` as an integer, ``1.5`` as a boolean, a malformed timestamp).
 
     Integers accept ints and integral strings; floats accept numbers and numeric strings (not
     ``nan``/``inf``); booleans accept ``true``/``false`` and the strings ``"true"``/``"false"``;
-    timestamps accept ISO 8601 strings (``Z``, an offset, or none = UTC) and give aware UTC
-    datetimes; JSON takes any value and gives its compact JSON text; text takes strings as they are
-    and anything else as :func:`cell` gives it.
+    timestamps accept ISO 8601 strings (``Z``, an offset, or none = ``naive_tz``, UTC unless
+    given; :func:`~airflow_provider_quamotion.api.parse_timestamp`) and give aware UTC datetimes;
+    JSON takes any value and gives its compact JSON text; text takes strings as they are and
+    anything else as :func:`cell` gives it.
     """
     if value is None:
         return None
@@ -120,14 +122,10 @@ def typed(value: Any, kind: str) -> Any:
     if kind == TIMESTAMP:
         if not isinstance(value, str) or not value.strip():
             return MISFIT
-        text = value.strip()
         try:
-            parsed = dt.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+            return parse_timestamp(value, naive_tz)
         except ValueError:
             return MISFIT
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=dt.timezone.utc)
-        return parsed.astimezone(dt.timezone.utc)
     raise QuamotionConfigError(f"Unknown column type {kind!r}; the types are {', '.join(COLUMN_TYPES)}.")
 
 

@@ -120,6 +120,7 @@ def run_export(
                 mode=mode,
                 key=RESOURCE_KEYS.get(res.name, ()) if res is not None else (),
                 add_new_columns=add_new_columns,
+                scheduled_tz=hook.settings.scheduled_tzinfo,
             )
             where = str(table)
         else:

@@ -2,14 +2,17 @@
 
 Lists are parsed incrementally from the socket (:meth:`QuamotionHook.iter_records`, ``ijson``), so an
 export never holds a whole reply. ``jobs`` fans out one request per test run in the window over a
-bounded thread pool that shares the hook's token and connection pool; results come back in run order
-and only a bounded number of runs (``IN_FLIGHT_PER_WORKER`` per worker) is ever in flight, so memory
-stays flat however many runs there are, and one slow request does not hold the others up. When the
+bounded thread pool that shares the hook's token and connection pool; at most ``max_concurrency``
+requests are on the wire (a request waiting between retries gives its slot to another), results come
+back in run order and only a bounded number of runs (``IN_FLIGHT_PER_WORKER`` per slot) is ever
+ahead of the one written, so memory stays flat however many runs there are, and one slow request
+does not hold the others up. When the
 export fails, queued runs are cancelled and the workers send no further request.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import threading
@@ -32,11 +35,18 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
-#: Runs whose jobs are requested ahead of the one being written, per worker: the bounded reorder
-#: buffer that lets completed work run ahead while one request waits on a retry (its backoff can be
-#: a second or more: at 20 ms a request, 8 workers need ~400 runs of work ahead to stay busy). Each
-#: held run is one small job list, so memory is bounded by this window, never by the export's size.
+#: Runs whose jobs are requested ahead of the one being written, per request slot: the bounded
+#: reorder buffer that lets completed work run ahead while one request waits on a retry (its backoff
+#: can be a second or more: at 20 ms a request, 8 slots need ~400 runs of work ahead to stay busy).
+#: Each held run is one small job list, so memory is bounded by this window, never by the export's size.
 IN_FLIGHT_PER_WORKER = 64
+#: Threads per request slot of the jobs fan-out. A request waiting between retries holds a thread
+#: but not a slot (the slot is taken for each attempt only), so the other threads keep every slot
+#: busy: with 20% of requests failing and ~0.1-0.5 s backoffs, about two threads per slot wait at
+#: any time. ``max_concurrency`` bounds the requests on the wire, never the waits.
+THREADS_PER_SLOT = 4
+#: At most this many threads wait on retries beyond the slots, whatever ``max_concurrency``.
+MAX_WAITING_THREADS = 64
 
 
 class Row(NamedTuple):
@@ -123,8 +133,10 @@ def _runs_in_window(
     params: Mapping[str, Any] | None,
     record_path: str | None,
 ) -> Iterator[Row]:
+    # an offsetless ``scheduled`` is wall-clock time in the connection's scheduled_timezone
+    naive_tz = getattr(getattr(hook, "settings", None), "scheduled_tzinfo", dt.timezone.utc)
     for record in hook.iter_records(endpoint, params=params, record_path=record_path):
-        when = scheduled_of(record)
+        when = scheduled_of(record, naive_tz)
         if window.contains(when):
             yield Row(record, when)
 
@@ -142,7 +154,14 @@ def _jobs_of(hook: QuamotionHook, runs: Iterable[Row], max_concurrency: int) -> 
         return hook.list_jobs(run_id(row))
 
     _stop_on_cancel(hook)
-    mapped = ordered_map(fetch, runs, workers=max_concurrency)
+    waiting = min(MAX_WAITING_THREADS, (THREADS_PER_SLOT - 1) * max_concurrency)
+    mapped = ordered_map(
+        fetch,
+        runs,
+        workers=max_concurrency + waiting,
+        in_flight=IN_FLIGHT_PER_WORKER * max_concurrency,
+        slots=threading.BoundedSemaphore(max_concurrency),
+    )
     try:
         for row, jobs in mapped:
             rid = run_id(row)
@@ -172,12 +191,20 @@ def _check_stopped() -> None:
         raise ExportCancelled("the export stopped; this request is not sent")
 
 
+def _slot() -> contextlib.AbstractContextManager[Any]:
+    """This fan-out worker's request slot (held for one attempt), or nothing off the fan-out."""
+    slots: threading.Semaphore | None = getattr(_worker, "slots", None)
+    return slots if slots is not None else contextlib.nullcontext()
+
+
 class _StopAwareAdapter(BaseAdapter):
     """Wraps a session's adapter: a stopped export's workers send nothing more.
 
     Checked before every attempt (so a worker waiting between retries gives up at its next attempt)
-    and after it (a reply that arrives after the stop is dropped, not retried or logged). Requests of
-    other threads (the run list on the caller's thread) are untouched.
+    and after it (a reply that arrives after the stop is dropped, not retried or logged). A worker
+    of a fan-out with request slots (:func:`ordered_map`'s ``slots``) holds one for each attempt, not
+    while it waits between retries. Requests of other threads (the run list on the caller's thread)
+    are untouched.
     """
 
     def __init__(self, inner: BaseAdapter) -> None:
@@ -187,7 +214,9 @@ class _StopAwareAdapter(BaseAdapter):
     def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
         _check_stopped()
         try:
-            response = self.inner.send(request, *args, **kwargs)
+            with _slot():
+                _check_stopped()  # the export may have stopped while this worker waited for a slot
+                response = self.inner.send(request, *args, **kwargs)
         except Exception:
             _check_stopped()
             raise
@@ -220,6 +249,7 @@ def ordered_map(
     workers: int,
     in_flight: int | None = None,
     stop: threading.Event | None = None,
+    slots: threading.Semaphore | None = None,
 ) -> Generator[tuple[T, R], None, None]:
     """``(item, fn(item))`` for each item, in input order, computed on ``workers`` threads.
 
@@ -237,6 +267,8 @@ def ordered_map(
     :param workers: threads (>= 1).
     :param in_flight: bound on submitted, not yet yielded items.
     :param stop: set when the map ends early; visible to ``fn`` as the worker's stop event.
+    :param slots: request slots shared by the workers: a :func:`_stop_on_cancel` session takes one
+        for each attempt it sends (so ``workers`` may exceed the requests allowed on the wire).
     """
     if workers < 1:
         raise QuamotionConfigError(f"max_concurrency must be at least 1, not {workers}.")
@@ -246,11 +278,11 @@ def ordered_map(
     def call(item: T) -> R:
         if stop.is_set():
             raise ExportCancelled("the export stopped; this item is skipped")
-        _worker.stop = stop
+        _worker.stop, _worker.slots = stop, slots
         try:
             return fn(item)
         finally:
-            _worker.stop = None
+            _worker.stop = _worker.slots = None
 
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="quamotion-export")
     pending: deque[tuple[T, Future[R]]] = deque()

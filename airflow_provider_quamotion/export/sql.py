@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
 from typing import Any
 
+from airflow_provider_quamotion.api import TEST_RUN_SCHEDULED
 from airflow_provider_quamotion.exceptions import QuamotionConfigError
 from airflow_provider_quamotion.export.columns import (
     BOOLEAN,
@@ -171,6 +172,7 @@ def load_table(
     mode: str = "replace",
     key: Sequence[str] = (),
     add_new_columns: bool = False,
+    scheduled_tz: dt.tzinfo = dt.timezone.utc,
 ) -> int:
     """Load ``rows`` into ``table`` in one transaction; returns the row count.
 
@@ -187,6 +189,8 @@ def load_table(
     :param key: the key columns of ``mode="merge"`` (``testRunId``; a job's ``id``).
     :param add_new_columns: add the columns of known fields an existing table lacks (else such a
         column is left out of the load, with a warning; its values stay in ``_record``).
+    :param scheduled_tz: the zone of an offsetless ``scheduled`` (the connection's
+        ``scheduled_timezone``), for its typed column; ``_scheduled_utc`` comes from the rows.
     """
     if mode not in MODES:
         raise QuamotionConfigError(f"mode={mode!r}: use one of {', '.join(MODES)}.")
@@ -250,7 +254,12 @@ def load_table(
                 f"{q} = excluded.{q}" for n, q in zip(all_names, quoted, strict=True) if n not in key
             )
             insert += f" ON CONFLICT ({keys}) DO UPDATE SET {updates}"
-        adapt = [_adapter(family, kinds[n]) for n in names]
+        adapt = [
+            _adapter(
+                family, kinds[n], scheduled_tz if windowed and n == TEST_RUN_SCHEDULED else dt.timezone.utc
+            )
+            for n in names
+        ]
         copy = _copier(cursor, target, quoted) if family == "postgres" and mode == "replace" else None
         every = list(columns.names or ())
         positions = [every.index(n) for n in names]
@@ -350,23 +359,24 @@ def _copier(cursor: Any, target: str, quoted: list[str]) -> Callable[[list[tuple
     return None
 
 
-def _adapter(family: str, kind: str) -> Callable[[Any], Any]:
-    """value -> the parameter a ``family`` database takes for a ``kind`` column (or ``MISFIT``)."""
+def _adapter(family: str, kind: str, naive_tz: dt.tzinfo = dt.timezone.utc) -> Callable[[Any], Any]:
+    """value -> the parameter a ``family`` database takes for a ``kind`` column (or ``MISFIT``);
+    an offsetless timestamp is in ``naive_tz``."""
     if family == "generic" or kind == TEXT:
         return cell
     if kind == TIMESTAMP:
         if family == "postgres":
-            return lambda v: typed(v, TIMESTAMP)
+            return lambda v: typed(v, TIMESTAMP, naive_tz)
         if family == "mysql":
 
             def naive_utc(v: Any) -> Any:
-                t = typed(v, TIMESTAMP)
+                t = typed(v, TIMESTAMP, naive_tz)
                 return t.replace(tzinfo=None) if isinstance(t, dt.datetime) else t
 
             return naive_utc
 
         def iso(v: Any) -> Any:
-            t = typed(v, TIMESTAMP)
+            t = typed(v, TIMESTAMP, naive_tz)
             return utc_text(t) if isinstance(t, dt.datetime) else t
 
         return iso

@@ -1,7 +1,8 @@
 """The export window: ``[since, until)`` on a test run's ``scheduled`` time.
 
-A timestamp without an offset is UTC (the API's list sometimes omits ``+00:00``); ``None`` is
-unbounded. Normalised times (:func:`utc_text`) have a fixed width, so they sort as text: the SQL
+A ``since`` / ``until`` without an offset is UTC; a test run's ``scheduled`` without one (the API's
+list always omits it) is in the connection's ``scheduled_timezone`` (UTC unless set; see
+:func:`~airflow_provider_quamotion.api.parse_timestamp`); ``None`` is unbounded. Normalised times (:func:`utc_text`) have a fixed width, so they sort as text: the SQL
 loader stores them and deletes a window's rows with plain ``>=`` / ``<`` comparisons.
 """
 
@@ -22,32 +23,29 @@ UTC = dt.timezone.utc
 log = logging.getLogger(__name__)
 
 
-def parse_instant(value: Any, *, name: str = "timestamp") -> dt.datetime | None:
-    """An aware UTC datetime from an ISO string or a datetime (naive = UTC); ``None``/``""`` -> ``None``.
+def parse_instant(value: Any, *, name: str = "timestamp", naive_tz: dt.tzinfo = UTC) -> dt.datetime | None:
+    """An aware UTC datetime from an ISO string or a datetime; ``None``/``""`` -> ``None``.
 
     :param value: ``"2024-01-01"``, ``"2024-01-01T00:00:00Z"``, ``"2024-01-01 00:00:00+00:00"``
         (what ``{{ data_interval_start }}`` renders), a ``datetime`` or a ``date``.
     :param name: the argument's name, for the error message.
+    :param naive_tz: the zone of a value without an offset (UTC by default).
     :raises QuamotionConfigError: when the value is not a timestamp.
     """
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, dt.datetime):
-        parsed = value
-    elif isinstance(value, dt.date):
-        parsed = dt.datetime(value.year, value.month, value.day)
-    else:
-        text = str(value).strip()
-        try:
-            parsed = dt.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
-        except ValueError:
-            raise QuamotionConfigError(
-                f"{name}={value!r} is not an ISO 8601 timestamp; use e.g. '2024-01-31T00:00:00Z' or "
-                "'{{ data_interval_start }}'."
-            ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+        parsed = value if value.tzinfo is not None else value.replace(tzinfo=naive_tz)
+        return parsed.astimezone(UTC)
+    if isinstance(value, dt.date):
+        return dt.datetime(value.year, value.month, value.day, tzinfo=naive_tz).astimezone(UTC)
+    try:
+        return api.parse_timestamp(str(value), naive_tz)
+    except ValueError:
+        raise QuamotionConfigError(
+            f"{name}={value!r} is not an ISO 8601 timestamp; use e.g. '2024-01-31T00:00:00Z' or "
+            "'{{ data_interval_start }}'."
+        ) from None
 
 
 def utc_text(value: dt.datetime) -> str:
@@ -55,13 +53,21 @@ def utc_text(value: dt.datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def scheduled_of(record: Any) -> dt.datetime | None:
-    """A test run's ``scheduled`` time (UTC), or ``None`` when it is missing or not a timestamp."""
+def scheduled_of(record: Any, naive_tz: dt.tzinfo = UTC) -> dt.datetime | None:
+    """A test run's ``scheduled`` time (UTC), or ``None`` when it is missing or not a timestamp.
+
+    :param record: the test run.
+    :param naive_tz: the zone of a ``scheduled`` without an offset: the connection's
+        ``scheduled_timezone`` (:attr:`QuamotionSettings.scheduled_tzinfo`).
+    """
     if not isinstance(record, Mapping):
         return None
+    value = record.get(api.TEST_RUN_SCHEDULED)
+    if not isinstance(value, str) or not value.strip():
+        return None
     try:
-        return parse_instant(record.get(api.TEST_RUN_SCHEDULED))
-    except QuamotionConfigError:
+        return api.parse_timestamp(value, naive_tz)
+    except ValueError:
         return None
 
 
