@@ -26,11 +26,22 @@ import importlib
 import json
 import sys
 import time
-from collections.abc import AsyncIterator, Collection, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+try:  # Airflow 3.0+ (AIP-82); the event trigger degrades to a plain trigger should a minor lack it
+    from airflow.triggers.base import BaseEventTrigger
+except ImportError:  # pragma: no cover - every supported Airflow 3 minor has it
+    import logging
+
+    logging.getLogger(__name__).warning(
+        "airflow.triggers.base.BaseEventTrigger is missing: QuamotionTestRunEventTrigger cannot be used "
+        "in an AssetWatcher on this Airflow."
+    )
+    BaseEventTrigger = BaseTrigger  # type: ignore[misc,assignment]
 
 from airflow_provider_quamotion import api
 from airflow_provider_quamotion.exceptions import (
@@ -544,6 +555,431 @@ class QuamotionHttpTrigger(_QuamotionTriggerBase):
         return f"{self.method} {self.endpoint} was not ready before the deadline ({when}).{failing}"
 
 
+# --- event-driven DAGs: one event per finished test run ----------------------------------------------
+
+#: The asset state store key prefix of an event trigger's progress (Airflow >= 3.3); the rest of the
+#: key is a digest of the trigger's connection and filters, so changed filters start afresh.
+EVENT_STATE_KEY = "quamotion.test_run_events"
+#: At most this many jobs are summarised in an event (failed first).
+EVENT_SUMMARY_JOBS = 20
+#: At most this many finished runs are remembered (the oldest are forgotten first).
+MAX_SETTLED_RUNS = 5000
+#: Test-run states an event trigger can be filtered on.
+EVENT_STATES = (api.TestRunState.SUCCESS.value, api.TestRunState.FAILED.value)
+
+_NO_STATE_STORE = (
+    "QuamotionTestRunEventTrigger: this Airflow (< 3.3, or a trigger not watched by an AssetWatcher) has "
+    "no asset state store, so progress is kept in memory only: after a triggerer restart, runs that "
+    "finished in the last %s s (lookback) are emitted again (at-least-once; make the DAG idempotent on "
+    "test_run_id)."
+)
+
+
+def _epoch(value: Any, name: str) -> float | None:
+    from airflow_provider_quamotion.export.window import parse_instant
+
+    parsed = parse_instant(value, name=name)
+    return None if parsed is None else parsed.timestamp()
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def run_finished_at(jobs: Iterable[Mapping[str, Any]]) -> float | None:
+    """When a finished run ended: the latest ``started + duration`` of its jobs' latest attempts.
+
+    ``None`` when no job says (the caller then uses the time it saw the run finished).
+
+    :param jobs: the run's jobs.
+    """
+    from airflow_provider_quamotion.export.window import parse_instant
+
+    ends: list[float] = []
+    for job in api.latest_attempts(jobs):
+        started, duration = job.get(api.JOB_STARTED), job.get("duration")
+        if not isinstance(duration, int | float) or isinstance(duration, bool):
+            continue
+        try:
+            begin = parse_instant(started, name=api.JOB_STARTED) if isinstance(started, str) else None
+        except QuamotionConfigError:
+            begin = None
+        if begin is not None:
+            ends.append(begin.timestamp() + float(duration))
+    return max(ends) if ends else None
+
+
+def job_counts(jobs: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """How many of a run's jobs (latest attempt per job name) ended in each status."""
+    counts: dict[str, int] = {}
+    for job in api.latest_attempts(jobs):
+        status = str(job.get(api.JOB_STATUS))
+        counts[status] = counts.get(status, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+@dataclass
+class FinishedRuns:
+    """What an event trigger knows: which runs it has settled (emitted, or finished before it watched).
+
+    Pure bookkeeping, no I/O: :class:`QuamotionTestRunEventTrigger` feeds it the run list and each
+    candidate's jobs.
+
+    :param since: runs that finished before this (epoch seconds) are never emitted.
+    :param lookback: seconds: runs scheduled longer ago are not watched; without saved progress, runs
+        that finished within it are emitted.
+    :param states: the run states that are emitted (the others are settled silently).
+    :param app: only runs of this ``appId`` (``None``: every app).
+    :param device_groups: only runs on these ``deviceGroupId`` values, lower case (``None``: every group).
+    """
+
+    since: float | None
+    lookback: float
+    states: frozenset[str]
+    app: str | None = None
+    device_groups: frozenset[str] | None = None
+    #: run id -> its ``scheduled`` (epoch seconds, ``None`` when unknown), for pruning
+    settled: dict[str, float | None] = field(default_factory=dict)
+    #: runs finished before this (epoch seconds) are settled silently: the window of a baseline
+    replay_from: float | None = None
+
+    def start(self, saved: Mapping[str, Any] | None, now: float) -> None:
+        """Begin from saved progress, or (none saved) replay runs finished within ``lookback``.
+
+        :param saved: the value :meth:`snapshot` returned before a restart, or ``None``.
+        :param now: the current time (epoch seconds).
+        """
+        settled = saved.get("settled") if isinstance(saved, Mapping) else None
+        if isinstance(settled, Mapping):
+            self.settled = {
+                str(k): float(v) if isinstance(v, int | float) else None for k, v in settled.items()
+            }
+            self.replay_from = None
+        else:
+            self.settled = {}
+            self.replay_from = now - self.lookback
+
+    def candidates(self, runs: list[Any], now: float) -> list[tuple[str, Mapping[str, Any]]]:
+        """The runs to look at: matching the filters, scheduled within ``lookback``, not settled."""
+        from airflow_provider_quamotion.export.window import scheduled_of
+
+        oldest = now - self.lookback
+        out: list[tuple[str, Mapping[str, Any]]] = []
+        for run in runs:
+            if not isinstance(run, Mapping) or not run.get(api.TEST_RUN_ID):
+                continue
+            run_id = str(run[api.TEST_RUN_ID])
+            if run_id in self.settled:
+                continue
+            if self.app is not None and run.get("appId") != self.app:
+                continue
+            if (
+                self.device_groups is not None
+                and str(run.get("deviceGroup", "")).lower() not in self.device_groups
+            ):
+                continue
+            scheduled = scheduled_of(run)
+            if scheduled is not None and scheduled.timestamp() < oldest:
+                continue
+            out.append((run_id, run))
+        return out
+
+    def finished(
+        self, run_id: str, run: Mapping[str, Any], jobs: list[dict[str, Any]], now: float
+    ) -> dict[str, Any] | None:
+        """Settle a run whose jobs say it finished; its event's payload when it is to be emitted.
+
+        :param run_id: the run.
+        :param run: its record (from ``GET testRun``).
+        :param jobs: its jobs.
+        :param now: when it was seen finished (its finish time when the jobs do not tell).
+        :returns: ``None`` while the run is not finished, or when it is settled without an event
+            (filtered out by ``states``, or finished before ``since`` / the replay window).
+        """
+        from airflow_provider_quamotion.export.window import scheduled_of
+
+        state = api.run_state_from_jobs(jobs)
+        if not state.is_terminal:
+            return None
+        scheduled = scheduled_of(run)
+        self.settled[run_id] = scheduled.timestamp() if scheduled is not None else None
+        finished = run_finished_at(jobs) or now
+        if state.value not in self.states:
+            return None
+        if self.replay_from is not None and finished < self.replay_from:
+            return None
+        if self.since is not None and finished < self.since:
+            return None
+        return {
+            "test_run_id": run_id,
+            "state": state.value,
+            "job_counts": job_counts(jobs),
+            "job_count": len(api.latest_attempts(jobs)),
+            "finished": _iso(finished),
+            "scheduled": run.get(api.TEST_RUN_SCHEDULED),
+            "app_id": run.get("appId"),
+            "app_version": run.get("appVersion"),
+            "test_package": run.get("testPackageName"),
+            "device_group": run.get("deviceGroup"),
+            "jobs": api.summarize_jobs(jobs, EVENT_SUMMARY_JOBS),
+        }
+
+    def forget(self, run_id: str) -> None:
+        """Settle a run that no longer exists (its jobs answer 404)."""
+        self.settled[run_id] = None
+
+    def end_of_baseline(self) -> None:
+        """After the first full poll, every later finish is emitted (whatever its finish time)."""
+        self.replay_from = None
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """The progress to save: the settled runs still within ``lookback`` (at most :data:`MAX_SETTLED_RUNS`)."""
+        oldest = now - 2 * self.lookback
+        kept = {k: v for k, v in self.settled.items() if v is None or v >= oldest}
+        if len(kept) > MAX_SETTLED_RUNS:
+            ordered = sorted(kept.items(), key=lambda kv: kv[1] if kv[1] is not None else now)
+            kept = dict(ordered[-MAX_SETTLED_RUNS:])
+        self.settled = kept
+        return {"version": 1, "saved": _iso(now), "settled": dict(kept)}
+
+
+class QuamotionTestRunEventTrigger(_QuamotionTriggerBase, BaseEventTrigger):
+    """Watch the project's test runs and emit one event per run that finishes, for an ``AssetWatcher``.
+
+    Every ``poll_interval`` the trigger lists the project's test runs (``GET testRun``) and reads the
+    jobs of each run it has not yet seen finish (at most ``max_concurrency`` at once, through the
+    triggerer's one shared hook: one connection read, one token, one connection pool for every
+    Quamotion trigger). When a run's jobs have all finished it yields
+    ``TriggerEvent({"test_run_id", "state": "success" | "failed", "job_counts": {"success": 3, ...},
+    "job_count", "finished": "2026-12-02T01:02:03Z", "scheduled", "app_id", "app_version",
+    "test_package", "device_group", "jobs": [{"id", "device", "status"}, ...]})``, so a DAG scheduled
+    on the watched Asset runs for each finished run (Airflow may put several events queued between two
+    scheduler loops into one DAG run: read them all from ``triggering_asset_events``).
+
+    **Delivery: at least once, duplicates only after a restart.** On Airflow >= 3.3 the trigger saves
+    which runs it has settled in the watched Asset's state store (one poll interval after their events
+    were yielded), so a restarted triggerer goes on where it stopped: runs that finished while it was
+    down are emitted, and only runs emitted within the last poll interval before the restart may be
+    emitted again. Below 3.3 (no asset state store) progress lives in memory: a restart emits again
+    every run that finished within ``lookback``. No finished run within ``lookback`` is lost; the run
+    id is in every event, so a DAG can skip one it has handled. Without saved progress (the first
+    start, or below 3.3) runs that finished within ``lookback`` (and not before ``since``) are
+    emitted first.
+
+    Transient API failures (after the transport's retries) and permanent ones (a wrong secret, an
+    unknown project: fix the connection, which is re-read every
+    :data:`SHARED_HOOK_MAX_AGE` seconds) are logged and polled again; the trigger never ends by itself.
+
+    :param quamotion_conn_id: the Airflow connection ID.
+    :param poll_interval: seconds between polls of the run list.
+    :param app: only runs of this application (its ``appId``).
+    :param device_group: only runs on this device group: its ``deviceGroupId``, or its name or
+        display name (looked up in ``GET deviceGroup``).
+    :param states: only runs that ended so: ``"success"``, ``"failed"`` or a list (default: both).
+    :param since: an ISO 8601 time: runs that finished before it are never emitted (``None``: no bound).
+    :param lookback: seconds: runs scheduled longer ago are not watched, and without saved progress
+        runs that finished within it are emitted.
+    :param hook_settings: non-secret hook overrides (see :func:`safe_hook_settings`).
+    :param max_concurrency: job lists read at once.
+    """
+
+    def __init__(
+        self,
+        quamotion_conn_id: str = DEFAULT_CONN_ID,
+        poll_interval: float = 60.0,
+        app: str | None = None,
+        device_group: str | None = None,
+        states: str | Collection[str] | None = None,
+        since: str | None = None,
+        lookback: float = 6 * 3600.0,
+        hook_settings: Mapping[str, Any] | None = None,
+        max_concurrency: int = 8,
+    ) -> None:
+        super().__init__(
+            quamotion_conn_id=quamotion_conn_id, poll_interval=poll_interval, hook_settings=hook_settings
+        )
+        wanted = [states] if isinstance(states, str) else list(EVENT_STATES if states is None else states)
+        unknown = sorted(set(wanted) - set(EVENT_STATES))
+        if unknown or not wanted:
+            raise QuamotionConfigError(
+                f"states={states!r}: use 'success', 'failed' or both (unknown: {', '.join(unknown) or 'none'})."
+            )
+        if float(lookback) <= 0:
+            raise QuamotionConfigError("lookback must be a positive number of seconds")
+        if int(max_concurrency) < 1:
+            raise QuamotionConfigError("max_concurrency must be at least 1")
+        self.app = app or None
+        self.device_group = device_group or None
+        self.states = sorted(set(wanted))
+        self.since = str(since) if since else None
+        self._since_epoch = _epoch(self.since, "since")
+        self.lookback = float(lookback)
+        self.max_concurrency = int(max_concurrency)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """Settings and filters only (stable across DAG parses: an AssetWatcher's trigger is found by them)."""
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "quamotion_conn_id": self.quamotion_conn_id,
+                "poll_interval": self.poll_interval,
+                "app": self.app,
+                "device_group": self.device_group,
+                "states": list(self.states),
+                "since": self.since,
+                "lookback": self.lookback,
+                "hook_settings": self.hook_settings,
+                "max_concurrency": self.max_concurrency,
+            },
+        )
+
+    @property
+    def state_key(self) -> str:
+        """The asset state store key of this trigger's progress (a digest of its connection and filters)."""
+        import hashlib
+
+        identity = json.dumps(
+            [
+                self.quamotion_conn_id,
+                self.app,
+                self.device_group,
+                self.states,
+                self.since,
+                self.hook_settings.get("project"),
+            ],
+            sort_keys=True,
+            default=str,
+        )
+        return f"{EVENT_STATE_KEY}.{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
+
+    def _store(self) -> Any:
+        """The watched Asset's state store accessor, or ``None`` (one log line says what that means)."""
+        store = getattr(self, "asset_state_store", None)
+        if store is None:
+            self.log.warning(_NO_STATE_STORE, f"{self.lookback:g}")
+        return store
+
+    async def _load(self, store: Any) -> Any:
+        if store is None:
+            return None
+        try:
+            return await store.aget(self.state_key)
+        except Exception as err:  # a store that cannot answer must not stop the watch
+            self.log.warning(
+                "Cannot read the saved progress (%s: %s); starting without it.", type(err).__name__, err
+            )
+            return None
+
+    async def _save(self, store: Any, value: Mapping[str, Any]) -> None:
+        if store is None:
+            return
+        try:
+            await store.aset(self.state_key, dict(value))
+        except Exception as err:
+            self.log.warning("Cannot save the progress (%s: %s); will try again.", type(err).__name__, err)
+
+    def _book(self) -> FinishedRuns:
+        return FinishedRuns(
+            since=self._since_epoch,
+            lookback=self.lookback,
+            states=frozenset(self.states),
+            app=self.app,
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Poll for ever, yielding one event per run that finishes (see the class's docstring)."""
+        store = self._store()
+        book = self._book()
+        book.start(await self._load(store), time.time())
+        pending_save: dict[str, Any] | None = None
+        paced = False
+        while True:
+            async with _shared_entry(self.quamotion_conn_id, self.hook_settings) as entry:
+                if not paced:  # first polls of triggers started together are spread (see _Shared)
+                    paced = True
+                    wait = entry.first_poll_wait(self.poll_interval)
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                while time.monotonic() - entry.created <= SHARED_HOOK_MAX_AGE:
+                    if pending_save is not None:  # the events of the last poll were yielded a poll ago
+                        await self._save(store, pending_save)
+                    events, complete = await self._poll(entry.hook, book)
+                    if complete:
+                        book.end_of_baseline()
+                    for payload in events:
+                        yield TriggerEvent(payload)
+                    pending_save = book.snapshot(time.time())
+                    await asyncio.sleep(self.poll_interval)
+
+    async def _groups(self, hook: QuamotionAsyncHook) -> frozenset[str] | None:
+        """The ``deviceGroupId`` values the ``device_group`` filter names (lower case)."""
+        if self.device_group is None:
+            return None
+        if api.is_guid(self.device_group):
+            return frozenset({self.device_group.lower()})
+        from airflow_provider_quamotion.hooks.quamotion import device_group_matches
+
+        groups = await hook.list_records(api.DEVICE_GROUPS)
+        matches = device_group_matches(self.device_group, groups)
+        if not matches:
+            self.log.error("No device group is named %r in this project: no run matches.", self.device_group)
+        return frozenset(str(g.get(api.DEVICE_GROUP_ID, "")).lower() for g in matches)
+
+    async def _poll(self, hook: QuamotionAsyncHook, book: FinishedRuns) -> tuple[list[dict[str, Any]], bool]:
+        """One poll: the payloads of the runs that finished, and whether every candidate was read."""
+        try:
+            retry_statuses = await self._retry_statuses(hook)
+            if self.device_group is not None and book.device_groups is None:
+                book.device_groups = await self._groups(hook)
+            runs = await hook.list_records(api.TEST_RUNS)
+        except QuamotionError as err:
+            self._log_failure("Listing the test runs", err, None)
+            return [], False
+        now = time.time()
+        semaphore = asyncio.Semaphore(self.max_concurrency)
+
+        async def jobs_of(run_id: str) -> list[dict[str, Any]] | BaseException:
+            async with semaphore:
+                try:
+                    return await hook.list_jobs(run_id)
+                except QuamotionError as err:
+                    return err
+
+        candidates = book.candidates(runs, now)
+        replies = await asyncio.gather(*(jobs_of(run_id) for run_id, _ in candidates))
+        events: list[dict[str, Any]] = []
+        complete = True
+        for (run_id, run), reply in zip(candidates, replies, strict=True):
+            if isinstance(reply, QuamotionNotFoundError):
+                book.forget(run_id)
+            elif isinstance(reply, BaseException):
+                complete = False
+                self._log_failure(f"Reading the jobs of test run {run_id}", reply, retry_statuses)
+            else:
+                payload = book.finished(run_id, run, reply, now)
+                if payload is not None:
+                    events.append(payload)
+        events.sort(key=lambda p: (p["finished"], p["test_run_id"]))
+        return events, complete
+
+    def _log_failure(self, what: str, err: BaseException, retry_statuses: Collection[int] | None) -> None:
+        if is_transient_error(err, retry_statuses):
+            self.log.warning(
+                "%s failed after the transport's retries (%s: %s); polling again",
+                what,
+                type(err).__name__,
+                err,
+            )
+        else:
+            self.log.error(
+                "%s failed (%s: %s); polling again in %s s (check the connection)",
+                what,
+                type(err).__name__,
+                _message(str(err)),
+                self.poll_interval,
+            )
+
+
 def parse_body(response: Any) -> Any:
     """A reply's parsed JSON, or its text when it is not JSON, or ``None`` when it is empty."""
     from airflow_provider_quamotion.transport.jsonio import json_or_text
@@ -561,7 +997,9 @@ def _json_size(value: Any) -> int:
 
 __all__ = [
     "MAX_EVENT_BYTES",
+    "FinishedRuns",
     "QuamotionHttpTrigger",
+    "QuamotionTestRunEventTrigger",
     "QuamotionTestRunTrigger",
     "hook_overrides",
     "import_check",
