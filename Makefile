@@ -17,7 +17,7 @@ OLDEST_TESTS ?= tests/hooks tests/test_api.py tests/test_transport.py tests/tran
 	tests/test_settings.py tests/test_provider_info.py tests/operators tests/links tests/sensors/test_quamotion.py \
 	tests/triggers tests/export/test_units.py tests/export/test_window.py tests/security/test_trust_boundary.py
 
-.PHONY: help venv system-deps lint typecheck unit test test-oldest demo bench docs build clean
+.PHONY: help venv system-deps lint typecheck unit test test-oldest test-deploy demo bench docs build clean
 
 help:
 	@echo "make demo   - run the example DAGs against the local sandbox (sets everything up)"
@@ -28,13 +28,14 @@ help:
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip uv
+	bash scripts/system-deps.sh libmariadb-dev pkg-config  # mysqlclient (the mysql provider) builds against them
 	$(BIN)/uv pip install -q --python $(BIN)/python -e ".[test]"
 	touch $(STAMP)
 
 venv: $(STAMP)
 
 system-deps:
-	bash scripts/system-deps.sh chromium fonts-dejavu-core postgresql
+	bash scripts/system-deps.sh chromium fonts-dejavu-core postgresql mariadb-server nodejs redis-server
 
 lint: venv
 	$(BIN)/ruff check .
@@ -44,16 +45,23 @@ typecheck: venv
 	$(BIN)/mypy
 
 unit: venv
-	$(BIN)/pytest -q -m "not e2e"
+	$(BIN)/pytest -q -m "not e2e and not deploy"
 
-test: venv system-deps lint typecheck docs build test-oldest
-	$(BIN)/pytest -q
+test: venv system-deps lint typecheck docs build test-oldest test-deploy
+	$(BIN)/pytest -q -m "not deploy"
 
 $(OLDEST_STAMP): pyproject.toml
 	test -x $(OLDEST_VENV)/bin/python || $(PYTHON) -m venv $(OLDEST_VENV)
 	$(OLDEST_VENV)/bin/python -m pip install -q --upgrade pip uv
 	$(OLDEST_VENV)/bin/uv pip install -q --python $(OLDEST_VENV)/bin/python "apache-airflow==$(AIRFLOW_OLDEST)" -e ".[test]"
 	touch $(OLDEST_STAMP)
+
+# A production-shaped Airflow on loopback (PostgreSQL, Redis, api-server, scheduler, dag-processor,
+# triggerer, Celery worker, the sandbox), started and stopped by tests/deploy; then a check that
+# nothing it started is still running.
+test-deploy: venv system-deps
+	$(BIN)/pytest -q -p no:cacheprovider -m deploy tests/deploy; status=$$?; \
+	$(BIN)/python -m tests.deploy.leftovers || status=1; exit $$status
 
 test-oldest: $(OLDEST_STAMP)
 	$(OLDEST_VENV)/bin/python -c "import airflow; assert airflow.__version__ == '$(AIRFLOW_OLDEST)', airflow.__version__"

@@ -33,6 +33,8 @@ TEMP_MARKER = ".quamotion-tmp-"
 #: 5 MiB is S3's smallest part size (and a multiple of GCS's 256 KiB chunk).
 BLOCK_SIZE = 5 * 1024 * 1024
 _LOCAL_PROTOCOLS = frozenset({"file", "local"})
+#: Azure Blob (adlfs): every object is committed as a block list, small ones too.
+_BLOCK_LIST_PROTOCOLS = frozenset({"abfs", "abfss", "az", "adl"})
 
 
 def is_local(destination: Any) -> bool:
@@ -161,10 +163,17 @@ class ObjectWriter(io.RawIOBase):
     Holds up to ``block_size`` bytes; if the object stays that small, :meth:`commit` sends it with one
     PUT (``pipe_file``). Beyond that it opens the object with ``autocommit=False`` and streams it in
     ``block_size`` parts; :meth:`commit` completes that upload, :meth:`discard` aborts it.
+
+    :param fs: the fsspec filesystem of the store.
+    :param path: the object's path in ``fs``.
+    :param block_size: bytes held in memory, and the size of each part or block.
+    :param single_put: send a small object with one PUT; ``False`` stages it as a block and commits
+        the block list (Azure: a commit drops the blocks a killed writer staged, a Put Blob keeps them).
     """
 
-    def __init__(self, fs: Any, path: str, block_size: int = BLOCK_SIZE) -> None:
+    def __init__(self, fs: Any, path: str, block_size: int = BLOCK_SIZE, *, single_put: bool = True) -> None:
         super().__init__()
+        self._single_put = single_put
         self._fs = fs
         self._path = path
         self._block_size = block_size
@@ -179,17 +188,36 @@ class ObjectWriter(io.RawIOBase):
     def write(self, data: Any) -> int:
         if self._done:
             raise ValueError("write to a committed or discarded object")
-        size = len(memoryview(data).cast("B"))
-        if self._file is not None:
-            self._file.write(data)
-        else:
-            self._buffer += data
-            if len(self._buffer) > self._block_size:
-                self._file = self._fs.open(self._path, "wb", autocommit=False, block_size=self._block_size)
-                self._file.write(bytes(self._buffer))
-                self._buffer = bytearray()
+        view = memoryview(data).cast("B")
+        size = len(view)
         self._position += size
+        if self._file is None:
+            self._buffer += view
+            if len(self._buffer) <= self._block_size:
+                return size
+            view = self._open_file()
+        self._feed(view)
         return size
+
+    def _open_file(self) -> memoryview:
+        """Open the object for a multipart (block) upload; returns the buffered bytes, now to send."""
+        self._file = self._fs.open(self._path, "wb", autocommit=False, block_size=self._block_size)
+        view, self._buffer = memoryview(bytes(self._buffer)), bytearray()
+        return view
+
+    def _feed(self, view: memoryview) -> None:
+        """Pass ``view`` to the open file so that each of its flushes is exactly one block.
+
+        fsspec files flush their whole buffer once it reaches the block size: one large write would
+        otherwise become one oversized part (S3) or a block and a runt (Azure).
+        """
+        buffered = getattr(self._file, "buffer", None)
+        while len(view):
+            room = self._block_size - buffered.tell() if buffered is not None else len(view)
+            room = room if room > 0 else len(view)
+            self._file.write(view[:room])
+            view = view[room:]
+            buffered = getattr(self._file, "buffer", None)
 
     def tell(self) -> int:
         return self._position
@@ -197,10 +225,12 @@ class ObjectWriter(io.RawIOBase):
     def commit(self) -> None:
         """Make the object visible: one PUT, or the multipart upload completed."""
         self._done = True
-        if self._file is None:
+        if self._file is None and (self._single_put or not self._buffer):
             self._fs.pipe_file(self._path, bytes(self._buffer))
             self._buffer = bytearray()
         else:
+            if self._file is None:
+                self._feed(self._open_file())
             self._file.close()
             self._file.commit()
         with contextlib.suppress(Exception):
@@ -242,7 +272,8 @@ def atomic_writer(destination: Any, mode: str = "wb", *, block_size: int = BLOCK
             yield handle
         return
     abort_incomplete_uploads(path)
-    writer = ObjectWriter(path.fs, str(path.path), block_size)
+    single_put = getattr(path, "protocol", None) not in _BLOCK_LIST_PROTOCOLS
+    writer = ObjectWriter(path.fs, str(path.path), block_size, single_put=single_put)
     try:
         if mode == "w":
             text = io.TextIOWrapper(writer, encoding="utf-8", newline="", write_through=True)  # type: ignore[type-var]

@@ -11,57 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests_mock as rm
 
 from airflow_provider_quamotion import api
 from airflow_provider_quamotion.exceptions import QuamotionApiError
 from airflow_provider_quamotion.operators.quamotion import QuamotionApiOperator, QuamotionExportOperator
-from tests.mocks import HOST, mock_aad, mock_projects
-from tests.storage.conftest import CONN_ID, MotoS3, objects, pending_uploads
-
-ROOT = f"{HOST}/project/acme/api/"
-RUNS = [
-    {"testRunId": f"r{n}", "scheduled": f"2024-01-02T{n:02d}:00:00+00:00", "appId": "a", "jobs": []}
-    for n in range(1, 6)
-]
+from tests.storage.conftest import CONN_ID, ROOT, MotoS3, export, objects, pending_uploads
 
 pytestmark = pytest.mark.usefixtures("mocked_connection")
-
-
-def jobs_of(run_id: str) -> list[dict[str, Any]]:
-    n = int(run_id[1:])
-    return [
-        {"id": n * 10 + k, "name": f"dev-{k}", "status": "success", "duration": 1.5, "hasArtifacts": True}
-        for k in range(n % 3 + 1)
-    ]
-
-
-@pytest.fixture
-def m() -> Any:
-    with rm.Mocker() as mocker:
-        mock_aad(mocker)
-        mock_projects(mocker)
-        mocker.get(ROOT + "testRun", json=RUNS)
-        for run in RUNS:
-            mocker.get(ROOT + api.test_run_jobs(run["testRunId"]), json=jobs_of(run["testRunId"]))
-        yield mocker
 
 
 def _read(fs: Any, key: str) -> bytes:
     fs.invalidate_cache()
     return bytes(fs.cat_file(f"lake/{key}"))
-
-
-def _export(resource: str, fmt: str, destination: str) -> dict[str, Any]:
-    op = QuamotionExportOperator(
-        task_id="t",
-        resource=resource,
-        format=fmt,
-        destination=destination,
-        since="2024-01-02T00:00:00Z",
-        until="2024-01-03T00:00:00Z",
-    )
-    return op.execute({})
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
@@ -70,10 +31,10 @@ def test_export_to_s3_is_byte_identical_to_a_local_export(
     m: Any, s3: Any, moto_s3: MotoS3, tmp_path: Path, fmt: str, resource: str
 ) -> None:
     local = tmp_path / f"{resource}.{fmt}"
-    _export(resource, fmt, str(local))
+    export(resource, fmt, str(local))
     key = f"q/dt=2024-01-02/{resource}.{fmt}"
     mark = moto_s3.mark()
-    summary = _export(resource, fmt, f"s3://{CONN_ID}@lake/{key}")
+    summary = export(resource, fmt, f"s3://{CONN_ID}@lake/{key}")
     sent = moto_s3.since(mark)
     assert summary["rows"] > 0
     assert summary["destination"] == f"s3://{CONN_ID}@lake/{key}"
