@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -20,11 +20,20 @@ from airflow.sdk import BaseHook
 
 from airflow_provider_quamotion import CONN_TYPE, api
 from airflow_provider_quamotion.auth import CachedTokenProvider, token_provider
-from airflow_provider_quamotion.exceptions import QuamotionConfigError, QuamotionError, QuamotionNotFoundError
+from airflow_provider_quamotion.exceptions import (
+    QuamotionConfigError,
+    QuamotionError,
+    QuamotionNotFoundError,
+    QuamotionResponseError,
+)
+from airflow_provider_quamotion.logs import LineSplitter
 from airflow_provider_quamotion.settings import QuamotionSettings, settings_from_connection
 from airflow_provider_quamotion.transport.aio import AsyncQuamotionClient, ssl_context
 from airflow_provider_quamotion.transport.jsonio import (
     MAX_BODY_BYTES,
+    QuamotionResponseTooLargeError,
+    body_budget,
+    iter_body,
     iter_json_records,
     parse_json,
     read_body,
@@ -42,8 +51,6 @@ COPY_CHUNK_BYTES = 1024 * 1024
 MAX_LOG_BYTES = 64 * 1024 * 1024
 #: The most bytes of a job's live log :meth:`QuamotionHook.stream_job_log` reads by default.
 LIVE_LOG_MAX_BYTES = 1024 * 1024
-#: The most bytes of a live log read at once (the reply arrives as the job writes it).
-LIVE_LOG_CHUNK_BYTES = 8192
 
 
 def _settings_of(conn: Any, conn_id: str, overrides: Mapping[str, Any]) -> QuamotionSettings:
@@ -476,41 +483,35 @@ class QuamotionHook(_QuamotionHookBase):
         job_id: int | str,
         *,
         max_bytes: int = LIVE_LOG_MAX_BYTES,
-        chunk_bytes: int = LIVE_LOG_CHUNK_BYTES,
+        deadline: float | None = None,
     ) -> Iterator[str]:
         """Follow a job's log live (``GET job/{id}/log/live``), yielding each line as it arrives.
 
         The service keeps the reply open while the job runs and ends it when the job ends (the
         vendor's Bitrise step follows it with wget). Lines come without their line break, decoded
-        as UTF-8 (undecodable bytes replaced). At most ``max_bytes`` of the body are read: past the
-        budget the stream is closed and a last partial line, if any, is yielded cut. The request
-        is sent when iteration starts; close the generator to stop following early.
+        as UTF-8 (undecodable bytes replaced). At most ``max_bytes`` of the body are read
+        (:func:`~airflow_provider_quamotion.transport.jsonio.iter_body`): past the budget the stream
+        is closed and a last partial line, if any, is yielded cut. The request is sent when
+        iteration starts; close the generator to stop following early.
 
         :param job_id: the job.
         :param max_bytes: the most bytes of log read (the budget: a chatty job cannot fill memory or
             the task log).
-        :param chunk_bytes: the most bytes read at once.
+        :param deadline: an absolute time (epoch seconds): the request, its retries and the reading
+            stop there; the lines complete by then were yielded.
+        :raises QuamotionTimeoutError: at ``deadline`` (``None``: each read waits up to the
+            connection's timeout).
         """
-        if max_bytes < 0 or chunk_bytes < 1:
-            raise ValueError("max_bytes must be >= 0 and chunk_bytes >= 1")
-        with self.request("GET", api.job_log(job_id, live=True), stream=True) as response:
-            pending = b""
-            budget = max_bytes
-            for chunk in response.iter_content(chunk_size=min(chunk_bytes, max(1, budget))):
-                if not chunk:
-                    continue
-                if len(chunk) > budget:
-                    chunk = chunk[:budget]
-                budget -= len(chunk)
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    yield line.rstrip(b"\r").decode("utf-8", errors="replace")
-                if budget <= 0:
-                    self.log.info("Live log of job %s cut at its budget of %d bytes.", job_id, max_bytes)
-                    break
-            if pending:
-                yield pending.rstrip(b"\r").decode("utf-8", errors="replace")
+        if max_bytes < 0:
+            raise ValueError("max_bytes must be >= 0")
+        response = self.request("GET", api.job_log(job_id, live=True), stream=True, deadline=deadline)
+        lines = LineSplitter()
+        try:
+            for chunk in iter_body(response, max_bytes=max_bytes, deadline=deadline):
+                yield from lines.feed(chunk)
+        except QuamotionResponseTooLargeError:
+            self.log.info("Live log of job %s cut at its budget of %d bytes.", job_id, max_bytes)
+        yield from lines.end()
 
     def download_job_log(self, job_id: int | str, destination: str | os.PathLike[str] | Any) -> str:
         """Stream a job's log to a local path or ``ObjectStoragePath``; returns the destination."""
@@ -632,3 +633,43 @@ class QuamotionAsyncHook(_QuamotionHookBase):
         """A test run's jobs."""
         endpoint = api.test_run_jobs(test_run_id)
         return api.jobs_from_reply(await self.get_json(endpoint, deadline=deadline), f"GET {endpoint}")
+
+    async def stream_job_log(
+        self, job_id: int | str, *, max_bytes: int = LIVE_LOG_MAX_BYTES, deadline: float | None = None
+    ) -> AsyncIterator[str]:
+        """The async twin of :meth:`QuamotionHook.stream_job_log`: a job's live log, line by line.
+
+        Streamed through the shared ``httpx`` client, the body bounded as it is read by
+        :func:`~airflow_provider_quamotion.transport.jsonio.body_budget` (``max_bytes`` and the
+        deadline). Close the generator (``contextlib.aclosing``) to stop following early.
+
+        :param job_id: the job.
+        :param max_bytes: the most bytes of log read; past them the stream ends (a last partial line
+            is yielded cut).
+        :param deadline: an absolute time (epoch seconds) the request and the reading stop at.
+        :raises QuamotionTimeoutError: at ``deadline``.
+        """
+        import httpx
+
+        if max_bytes < 0:
+            raise ValueError("max_bytes must be >= 0")
+        response = await self.request(
+            "GET",
+            api.job_log(job_id, live=True),
+            deadline=deadline,
+            stream=True,
+            auth=body_budget(max_bytes, deadline),
+        )
+        lines = LineSplitter()
+        try:
+            async for chunk in response.aiter_raw():
+                for line in lines.feed(chunk):
+                    yield line
+        except QuamotionResponseTooLargeError:
+            self.log.info("Live log of job %s cut at its budget of %d bytes.", job_id, max_bytes)
+        except httpx.HTTPError as exc:
+            raise QuamotionResponseError(f"GET job/{job_id}/log/live: the stream broke off ({exc}).") from exc
+        finally:
+            await response.aclose()
+        for line in lines.end():
+            yield line

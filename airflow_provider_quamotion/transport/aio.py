@@ -217,7 +217,13 @@ class AsyncQuamotionClient:
         return parse_json(response)
 
     async def request(
-        self, method: str, endpoint: str, *, deadline: float | None = None, **kwargs: Any
+        self,
+        method: str,
+        endpoint: str,
+        *,
+        deadline: float | None = None,
+        stream: bool = False,
+        **kwargs: Any,
     ) -> httpx.Response:
         """Send a request under the transport policy; raises typed errors for non-2xx replies.
 
@@ -227,6 +233,8 @@ class AsyncQuamotionClient:
             whose wait would pass it, waits and each attempt's timeout are cut to the time left. When
             it stops the retries, the last attempt's error is raised (as when retries run out); a
             deadline already passed raises :class:`~airflow_provider_quamotion.exceptions.QuamotionTimeoutError`.
+        :param stream: return once the headers arrived; the caller reads the body (``aiter_bytes()``,
+            still within the byte budget and the deadline) and closes the reply (``aclose()``).
         :param kwargs: passed to ``httpx`` (``params``, ``json``, ``headers``, ``timeout``...).
         """
         import httpx
@@ -250,6 +258,16 @@ class AsyncQuamotionClient:
             http = self._http()
             assert self._in_flight is not None  # set with the pool
             async with self._in_flight:
+                if stream:
+                    auth = kwargs.get("auth")
+                    request = http.build_request(
+                        method,
+                        url,
+                        headers=with_bearer(headers, token),
+                        timeout=attempt_timeout(timeout, time_left(), where),
+                        **{k: v for k, v in kwargs.items() if k != "auth"},
+                    )
+                    return await http.send(request, auth=auth, stream=True)
                 return await http.request(
                     method,
                     url,
@@ -263,9 +281,12 @@ class AsyncQuamotionClient:
                 token = await self.token_provider.aget_token()
                 response = await send(token)
                 if response.status_code == 401:
+                    await response.aclose()
                     self.token_provider.invalidate(token)
                     token = await self.token_provider.aget_token()
                     response = await send(token)
+                if stream and response.status_code >= 400:
+                    await response.aread()  # the error's body, within the budget; then the reply closes
             except httpx.HTTPError as exc:
                 failure = transport_error(method, url, exc)
                 if is_certificate_failure(exc):

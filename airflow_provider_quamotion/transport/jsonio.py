@@ -288,16 +288,30 @@ def read_body(response: Any, *, max_bytes: int = MAX_BODY_BYTES, deadline: float
     :raises QuamotionResponseTooLargeError: past ``max_bytes``.
     :raises QuamotionTimeoutError: at the deadline.
     """
+    return b"".join(iter_body(response, max_bytes=max_bytes, deadline=deadline))
+
+
+def iter_body(
+    response: Any, *, max_bytes: int = MAX_BODY_BYTES, deadline: float | None = None
+) -> Iterator[bytes]:
+    """The body of a ``requests`` reply sent with ``stream=True``, chunk by chunk as it arrives
+    (decoded), within ``max_bytes`` and ``deadline`` as :func:`read_body`; the reply is closed when
+    the body ends, on an error, or when the caller stops early.
+
+    :raises QuamotionResponseTooLargeError: past ``max_bytes`` (the bytes within it were yielded).
+    :raises QuamotionTimeoutError: at the deadline.
+    """
     where = _where(response)
     try:
         if getattr(response, "_content_consumed", True) or response.raw is None:
             content: bytes = response.content or b""  # already read (not streamed)
             if len(content) > max_bytes:
                 raise _too_large(where, max_bytes)
-            return content
+            if content:
+                yield content
+            return
         raw = response.raw
         sock = getattr(getattr(raw, "_connection", None), "sock", None)
-        parts: list[bytes] = []
         total = 0
         while True:
             if deadline is not None:
@@ -319,9 +333,11 @@ def read_body(response: Any, *, max_bytes: int = MAX_BODY_BYTES, deadline: float
                 break
             total += len(chunk)
             if total > max_bytes:
+                within = chunk[: len(chunk) - (total - max_bytes)]
+                if within:
+                    yield within
                 raise _too_large(where, max_bytes)
-            parts.append(chunk)
-        return b"".join(parts)
+            yield chunk
     finally:
         response.close()
 
@@ -384,6 +400,9 @@ def body_budget(max_bytes: int = MAX_BODY_BYTES, deadline: float | None = None) 
                 for piece in self._decoded(chunk, max_bytes - total + 1):
                     total += len(piece)
                     if total > max_bytes:
+                        within = piece[: len(piece) - (total - max_bytes)]
+                        if within:  # a streaming reader gets the bytes within the budget first
+                            yield within
                         raise _too_large(self.where, max_bytes)
                     yield piece
 
@@ -440,6 +459,7 @@ __all__ = [
     "body_budget",
     "check_depth",
     "error_for_non_json",
+    "iter_body",
     "iter_json_records",
     "json_or_text",
     "loads",

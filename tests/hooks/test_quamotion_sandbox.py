@@ -16,6 +16,7 @@ from airflow_provider_quamotion.exceptions import (
     QuamotionApiError,
     QuamotionAuthError,
     QuamotionNotFoundError,
+    QuamotionTimeoutError,
 )
 from airflow_provider_quamotion.hooks.quamotion import QuamotionAsyncHook, QuamotionHook
 from airflow_provider_quamotion.sandbox import Sandbox
@@ -283,9 +284,50 @@ def test_stream_job_log_stops_at_its_byte_budget(sandbox_conn: Sandbox) -> None:
     job_id = sandbox_conn.data.jobs(0)[0]["id"]
     full = hook.get_job_log(job_id)
     budget = 100
-    lines = list(hook.stream_job_log(job_id, max_bytes=budget, chunk_bytes=7))
+    lines = list(hook.stream_job_log(job_id, max_bytes=budget))
     assert sum(len(line.encode()) + 1 for line in lines) <= budget + 1
     assert "\n".join(lines) == full.encode()[:budget].decode("utf-8", errors="replace").rstrip("\n")
     assert list(hook.stream_job_log(job_id)) == full.splitlines()
     with pytest.raises(QuamotionNotFoundError):
         list(hook.stream_job_log(999))
+
+
+def test_stream_job_log_stops_at_its_deadline_with_the_complete_lines(sandbox_conn: Sandbox) -> None:
+    hook = QuamotionHook()
+    _, job = _first_job_of_new_run(hook)
+    lines: list[str] = []
+    with pytest.raises(QuamotionTimeoutError, match="still arriving at the deadline"):
+        for line in hook.stream_job_log(job["id"], deadline=time.time() + 0.3):
+            lines.append(line)
+    assert lines and lines[0].startswith(f"Quamotion sandbox runner: job {job['id']}")
+    assert "Job finished: success" not in lines  # the job was still running at the deadline
+    assert all(line in hook.get_job_log(job["id"]).splitlines() for line in lines)  # whole lines only
+
+
+async def test_async_stream_job_log_follows_a_running_job_until_it_ends(sandbox_conn: Sandbox) -> None:
+    import contextlib
+
+    sync = QuamotionHook()
+    _, job = _first_job_of_new_run(sync)
+    hook = QuamotionAsyncHook()
+    try:
+        arrivals = [(time.monotonic(), line) async for line in hook.stream_job_log(job["id"])]
+        lines = [line for _, line in arrivals]
+        assert lines[-1] == "Job finished: success" and lines == sync.get_job_log(job["id"]).splitlines()
+        assert arrivals[-1][0] - arrivals[0][0] > 0.2  # as the job wrote them
+        full = sync.get_job_log(job["id"])
+        cut = [line async for line in hook.stream_job_log(job["id"], max_bytes=100)]
+        assert "\n".join(cut) == full.encode()[:100].decode("utf-8", errors="replace").rstrip("\n")
+        with pytest.raises(QuamotionNotFoundError):
+            _ = [line async for line in hook.stream_job_log(999)]
+        _, running = _first_job_of_new_run(sync)
+        early: list[str] = []
+        with pytest.raises(QuamotionTimeoutError):
+            async with contextlib.aclosing(
+                hook.stream_job_log(running["id"], deadline=time.time() + 0.3)
+            ) as stream:
+                async for line in stream:
+                    early.append(line)
+        assert early and "Job finished: success" not in early
+    finally:
+        await hook.aclose()
