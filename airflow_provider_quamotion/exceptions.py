@@ -14,7 +14,7 @@ import threading
 from collections import OrderedDict
 from urllib.parse import quote, quote_plus
 
-from airflow.sdk.exceptions import AirflowException
+from airflow_provider_quamotion.compat import AirflowException
 
 BODY_EXCERPT_CHARS = 300
 #: A secret shorter than this is not registered (it would blank out ordinary words); no real client
@@ -66,10 +66,8 @@ def register_secret(value: str | None) -> None:
         while len(_SECRETS) > MAX_SECRETS:
             _SECRETS.popitem(last=False)
     _install_log_redaction()
-    try:
-        from airflow.sdk.log import mask_secret
-    except ImportError:  # pragma: no cover - the sdk is always there with Airflow 3
-        return
+    from airflow_provider_quamotion.compat import mask_secret
+
     mask_secret(value)
 
 

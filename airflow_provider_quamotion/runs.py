@@ -18,9 +18,8 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
-
 from airflow_provider_quamotion import api
+from airflow_provider_quamotion.compat import AirflowFailException, AirflowSensorTimeout
 from airflow_provider_quamotion.exceptions import QuamotionConfigError, QuamotionError, QuamotionNotFoundError
 
 if TYPE_CHECKING:
@@ -258,7 +257,7 @@ def is_transient_error(err: BaseException, retry_statuses: Collection[int] | Non
 
 def default_deferrable() -> bool:
     """``[operators] default_deferrable`` (``False`` when unset)."""
-    from airflow.sdk import conf
+    from airflow_provider_quamotion.compat import conf
 
     return conf.getboolean("operators", "default_deferrable", fallback=False)
 
@@ -429,7 +428,7 @@ def import_check(path: str) -> Any:
 
     :raises QuamotionConfigError: when it cannot be imported or is not callable.
     """
-    from airflow.sdk.module_loading import import_string
+    from airflow_provider_quamotion.compat import import_string
 
     try:
         check = import_string(path)

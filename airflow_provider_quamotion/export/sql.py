@@ -64,7 +64,7 @@ DEFAULT_SQL_BATCH_SIZE = 1000
 
 def db_hook_for(conn_id: str) -> Any:
     """The common.sql ``DbApiHook`` of an Airflow connection."""
-    from airflow.sdk import BaseHook
+    from airflow_provider_quamotion.compat import BaseHook
 
     hook = BaseHook.get_connection(conn_id).get_hook()
     if not all(hasattr(hook, a) for a in ("get_conn", "placeholder")):
@@ -581,7 +581,7 @@ def _chain(first: Row | None, rest: Iterator[Row]) -> Iterator[Row]:
 
 def lineage_dataset(conn_id: str, table: str) -> tuple[str, str]:
     """OpenLineage ``(namespace, name)`` of a table: ``postgres://host:port`` + ``database.table``."""
-    from airflow.sdk import BaseHook
+    from airflow_provider_quamotion.compat import BaseHook
 
     conn = BaseHook.get_connection(conn_id)
     scheme = conn.conn_type or "sql"

@@ -16,10 +16,9 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseHook
-
-from airflow_provider_quamotion import CONN_TYPE, api
+from airflow_provider_quamotion import CONN_TYPE, api, compat
 from airflow_provider_quamotion.auth import CachedTokenProvider, token_provider
+from airflow_provider_quamotion.compat import BaseHook
 from airflow_provider_quamotion.exceptions import (
     QuamotionConfigError,
     QuamotionError,
@@ -225,6 +224,20 @@ class QuamotionHook(_QuamotionHookBase):
     def __init__(self, quamotion_conn_id: str = DEFAULT_CONN_ID, **settings: Any) -> None:
         self._pool_size = int(settings.pop("pool_size", 32))
         super().__init__(quamotion_conn_id, **settings)
+
+    if not compat.DECLARATIVE_CONNECTION_FORM:
+        # Airflow 3.0/3.1 read the connection form only from these methods; 3.2+ reads the provider info's
+        # conn-fields and ui-field-behaviour (the one source of both) and would warn about the methods.
+
+        @classmethod
+        def get_connection_form_widgets(cls) -> dict[str, Any]:
+            """The connection form's extra fields (Airflow 3.0/3.1): the provider info's ``conn-fields``."""
+            return compat.connection_form_widgets()
+
+        @classmethod
+        def get_ui_field_behaviour(cls) -> dict[str, Any]:
+            """Hidden, relabelled and placeholder fields (Airflow 3.0/3.1): the ``ui-field-behaviour``."""
+            return compat.connection_ui_field_behaviour()
 
     # connection -> settings -> client ------------------------------------------------------------
 

@@ -11,9 +11,8 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk.exceptions import AirflowFailException
-
 from airflow_provider_quamotion import api
+from airflow_provider_quamotion.compat import AirflowFailException
 from airflow_provider_quamotion.exceptions import QuamotionConfigError
 from airflow_provider_quamotion.operators.base import QuamotionBaseOperator
 

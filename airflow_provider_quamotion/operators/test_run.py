@@ -34,9 +34,9 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.exceptions import AirflowProviderDeprecationWarning
-from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_quamotion import api
+from airflow_provider_quamotion.compat import AirflowFailException
 from airflow_provider_quamotion.exceptions import (
     QuamotionConfigError,
     QuamotionError,

@@ -31,9 +31,9 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
-from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
 
 from airflow_provider_quamotion import api
+from airflow_provider_quamotion.compat import AirflowFailException, AirflowSensorTimeout
 from airflow_provider_quamotion.exceptions import QuamotionError, QuamotionNotFoundError
 from airflow_provider_quamotion.links.quamotion import QuamotionTestRunLink
 from airflow_provider_quamotion.operators.base import QuamotionTaskMixin

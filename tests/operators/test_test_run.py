@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 import requests_mock as rm
-from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
+from airflow_provider_quamotion.compat import AirflowFailException, TaskDeferred
 from airflow_provider_quamotion.exceptions import (
     QuamotionConfigError,
     QuamotionNotFoundError,

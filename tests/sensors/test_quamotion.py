@@ -10,8 +10,8 @@ import pytest
 import requests
 import requests_mock as rm
 from airflow.sdk import PokeReturnValue
-from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout, TaskDeferred
 
+from airflow_provider_quamotion.compat import AirflowFailException, AirflowSensorTimeout, TaskDeferred
 from airflow_provider_quamotion.exceptions import QuamotionError, QuamotionNotFoundError
 from airflow_provider_quamotion.sensors.quamotion import (
     DEFER_GRACE_SECONDS,

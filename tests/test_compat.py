@@ -1,0 +1,134 @@
+"""The one bridge across Airflow 3.0-3.3: every name resolves to what the running Airflow uses.
+
+These tests run on every supported minor (``make test-matrix``): what they check differs per version
+only through the version flags, never through a skip.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import airflow
+import jsonschema
+import pytest
+from packaging.version import Version
+
+from airflow_provider_quamotion import compat, get_provider_info
+
+VERSION = Version(Version(airflow.__version__).base_version)
+
+
+def test_version_flags_follow_the_running_airflow() -> None:
+    assert compat.AIRFLOW_V_3_1_PLUS is (Version("3.1") <= VERSION)
+    assert compat.AIRFLOW_V_3_2_PLUS is (Version("3.2") <= VERSION)
+    assert compat.AIRFLOW_V_3_3_PLUS is (Version("3.3") <= VERSION)
+    assert compat.DECLARATIVE_CONNECTION_FORM is compat.AIRFLOW_V_3_2_PLUS
+    assert compat.HAS_RESUMABLE_JOBS is compat.AIRFLOW_V_3_3_PLUS
+
+
+@pytest.mark.parametrize(
+    "name", ["AirflowException", "AirflowFailException", "AirflowSensorTimeout", "TaskDeferred"]
+)
+def test_exceptions_are_the_ones_the_task_runner_catches(name: str) -> None:
+    """3.0/3.1's runner catches ``airflow.exceptions``' classes, 3.2+'s the SDK's: ours is that very class
+    (an ``AirflowFailException`` that was another class would be retried instead of failing the task)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 3.2+ deprecates the core names
+        core = getattr(importlib.import_module("airflow.exceptions"), name)
+    assert getattr(compat, name) is core
+    sdk_exceptions = importlib.import_module("airflow.sdk.exceptions")
+    if compat.AIRFLOW_V_3_2_PLUS:
+        assert getattr(sdk_exceptions, name) is getattr(compat, name)
+    else:
+        assert not hasattr(sdk_exceptions, name) or getattr(sdk_exceptions, name) is getattr(compat, name)
+
+
+def test_base_hook_is_the_sdk_one_where_it_exists() -> None:
+    expected = "airflow.sdk" if compat.AIRFLOW_V_3_1_PLUS else "airflow.hooks.base"
+    assert compat.BaseHook is importlib.import_module(expected).BaseHook
+    from airflow_provider_quamotion.hooks.quamotion import QuamotionHook
+
+    assert issubclass(QuamotionHook, compat.BaseHook)
+
+
+def test_conf_and_import_string_resolve(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "True")
+    assert compat.conf.getboolean("operators", "default_deferrable") is True
+    assert compat.import_string("airflow_provider_quamotion.compat.log_degraded") is compat.log_degraded
+    with pytest.raises(ImportError):
+        compat.import_string("airflow_provider_quamotion.compat.no_such_name")
+
+
+def test_mask_secret_reaches_the_running_airflows_masker() -> None:
+    """On 3.0 ``airflow.sdk.log`` has no ``mask_secret``: the one of ``execution_time.secrets_masker``."""
+    from airflow.providers.common.compat.sdk import redact
+
+    secret = "s3cr3t-value-for-the-masker"
+    compat.mask_secret(secret)
+    assert secret not in str(redact(f"token {secret} end"))
+
+
+def test_resumable_job_mixin_is_the_sdks_or_the_stand_in() -> None:
+    mixin = compat.ResumableJobMixin
+    if compat.HAS_RESUMABLE_JOBS:
+        assert mixin is importlib.import_module("airflow.sdk").ResumableJobMixin
+    else:
+        assert mixin.__module__ == "airflow.providers.common.compat._resumable_job_mixin"
+
+
+def test_lazy_names_are_kept_and_unknown_ones_raise() -> None:
+    first = compat.BaseHook
+    assert compat.__dict__["BaseHook"] is first
+    with pytest.raises(AttributeError, match="no attribute 'NoSuchThing'"):
+        _ = compat.NoSuchThing
+
+
+def test_a_degraded_feature_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    feature = "test feature (Airflow 9.9)"
+    with caplog.at_level(logging.WARNING, logger="airflow_provider_quamotion.compat"):
+        assert compat.log_degraded(feature, "the provider does without") is True
+        assert compat.log_degraded(feature, "the provider does without") is False
+    lines = [r.getMessage() for r in caplog.records if feature in r.getMessage()]
+    assert lines == [f"Airflow {airflow.__version__} has no {feature}: the provider does without"]
+
+
+def test_connection_form_widgets_mirror_the_declarative_fields() -> None:
+    from wtforms import PasswordField, StringField
+
+    (conn,) = get_provider_info()["connection-types"]
+    widgets = compat.connection_form_widgets()
+    assert list(widgets) == list(conn["conn-fields"])
+    for name, spec in conn["conn-fields"].items():
+        field = widgets[name]
+        password = spec["schema"].get("format") == "password"
+        assert field.field_class is (PasswordField if password else StringField), name
+        assert field.args == (spec["label"],)
+        assert field.kwargs["description"] == spec["description"]
+        assert field.kwargs["default"] == spec["schema"].get("default")
+    assert widgets["api_key"].field_class is PasswordField
+    assert widgets["tenant_id"].field_class is StringField
+
+
+def test_ui_field_behaviour_is_valid_for_the_providers_manager() -> None:
+    schema = json.loads(
+        (Path(airflow.__file__).parent / "customized_form_field_behaviours.schema.json").read_text()
+    )
+    behaviour = compat.connection_ui_field_behaviour()
+    jsonschema.validate(behaviour, schema)
+    assert behaviour["hidden_fields"] == ["schema", "port"]
+    assert behaviour["relabeling"]["host"] == "API base URL"
+
+
+def test_the_hook_defines_the_form_methods_only_where_airflow_reads_them() -> None:
+    """3.2+ warns about a hook defining them (it reads the provider info); 3.0/3.1 read only them."""
+    from airflow_provider_quamotion.hooks.quamotion import QuamotionHook
+
+    for method in ("get_connection_form_widgets", "get_ui_field_behaviour"):
+        assert (method in QuamotionHook.__dict__) is (not compat.DECLARATIVE_CONNECTION_FORM), method
+    if not compat.DECLARATIVE_CONNECTION_FORM:
+        assert QuamotionHook.get_ui_field_behaviour() == compat.connection_ui_field_behaviour()
+        assert set(QuamotionHook.get_connection_form_widgets()) == set(compat.connection_form_widgets())
