@@ -53,6 +53,11 @@ _STATUSES_WITHOUT_LOG = frozenset({api.JobStatus.CREATED.value, api.JobStatus.SK
 _ASYNC_SLOTS: dict[int, asyncio.Semaphore] = {}
 
 
+def _until(start: float, seconds: float, deadline: float | None) -> float:
+    until = start + max(0.0, seconds)
+    return until if deadline is None else min(until, deadline)
+
+
 def check_log_budget(value: Any) -> int:
     """``log_budget_bytes`` checked at DAG-parse time: a whole number of bytes, at least 0.
 
@@ -247,19 +252,26 @@ class JobLogFollower:
         with self._lock:
             self.done.add(job_id)
 
+    def follow_for(
+        self, hook: Any, jobs: Iterable[Mapping[str, Any]], seconds: float, deadline: float | None = None
+    ) -> float:
+        """:meth:`follow` for up to ``seconds`` (not past ``deadline``); the seconds of them left."""
+        start = time.time()
+        self.follow(hook, jobs, _until(start, seconds, deadline))
+        return max(0.0, start + seconds - time.time())
+
     def sleep(self, hook: Any, jobs: Iterable[Mapping[str, Any]], seconds: float) -> None:
         """Wait ``seconds`` (between two polls) while showing the jobs' new log lines."""
-        until = time.time() + max(0.0, seconds)
-        self.follow(hook, jobs, until)
-        left = until - time.time()
+        left = self.follow_for(hook, jobs, seconds)
         if left > 0:
             time.sleep(left)
 
     def finish(self, hook: Any, jobs: Iterable[Mapping[str, Any]], deadline: float | None = None) -> None:
         """The run finished: show the last lines of jobs not read to their end (at most
         :data:`DRAIN_SECONDS`, and not past ``deadline``)."""
-        until = time.time() + DRAIN_SECONDS
-        self.follow(hook, jobs, until if deadline is None else min(until, deadline))
+        self.follow(hook, jobs, _until(time.time(), DRAIN_SECONDS, deadline))
+        if self.store is not None:  # the wait is over: a cleared and re-run task starts afresh
+            self.store.delete(STATE_KEY)
 
     # --- async --------------------------------------------------------------------------------------
 
@@ -302,12 +314,19 @@ class JobLogFollower:
         with self._lock:
             self.done.add(job_id)
 
+    async def afollow_for(
+        self, hook: Any, jobs: Iterable[Mapping[str, Any]], seconds: float, deadline: float | None = None
+    ) -> float:
+        """:meth:`afollow` for up to ``seconds`` (not past ``deadline``); the seconds of them left."""
+        start = time.time()
+        await self.afollow(hook, jobs, _until(start, seconds, deadline))
+        return max(0.0, start + seconds - time.time())
+
     async def afinish(
         self, hook: Any, jobs: Iterable[Mapping[str, Any]], deadline: float | None = None
     ) -> None:
         """:meth:`finish` for a trigger."""
-        until = time.time() + DRAIN_SECONDS
-        await self.afollow(hook, jobs, until if deadline is None else min(until, deadline))
+        await self.afollow(hook, jobs, _until(time.time(), DRAIN_SECONDS, deadline))
 
 
 __all__ = [

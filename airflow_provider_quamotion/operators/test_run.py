@@ -44,6 +44,7 @@ from airflow_provider_quamotion.exceptions import (
     QuamotionTimeoutError,
 )
 from airflow_provider_quamotion.links.quamotion import QuamotionTestRunLink
+from airflow_provider_quamotion.logs import DEFAULT_LOG_BUDGET_BYTES, JobLogFollower, check_log_budget
 from airflow_provider_quamotion.operators.base import QuamotionBaseOperator
 from airflow_provider_quamotion.runs import (
     DEFAULT_CONN_ID,
@@ -138,6 +139,10 @@ class QuamotionStartTestRunOperator(ResumableJobMixin, QuamotionBaseOperator):
     :param quamotion_conn_id: the Airflow connection ID (templated).
     :param hook_params: non-secret overrides of the connection's settings.
     :param hook_settings: deprecated name of ``hook_params`` (one release, with a warning).
+    :param follow_logs: while waiting, show the jobs' new log lines in the task log as they arrive
+        (followed live; in the triggerer too); ``False`` shows none.
+    :param log_budget_bytes: the most bytes of job log lines the wait shows (all jobs together);
+        past it one "truncated" line is written.
     """
 
     template_fields = (
@@ -173,9 +178,13 @@ class QuamotionStartTestRunOperator(ResumableJobMixin, QuamotionBaseOperator):
         hook_params: Mapping[str, Any] | None = None,
         hook_settings: Mapping[str, Any] | None = None,
         poll_interval: float | None = None,
+        follow_logs: bool = True,
+        log_budget_bytes: int = DEFAULT_LOG_BUDGET_BYTES,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.follow_logs = bool(follow_logs)
+        self.log_budget_bytes = check_log_budget(log_budget_bytes)
         if poll_interval is not None:
             warnings.warn(
                 "poll_interval= is deprecated and will be removed in the next release; use poke_interval=.",
@@ -300,6 +309,8 @@ class QuamotionStartTestRunOperator(ResumableJobMixin, QuamotionBaseOperator):
                     deadline=deadline,
                     allow_skipped=self.allow_skipped,
                     hook_settings=safe_hook_settings(self.hook_params),
+                    follow_logs=self.follow_logs,
+                    log_budget_bytes=self.log_budget_bytes,
                 ),
                 method_name="execute_complete",
                 timeout=defer_timeout(deadline),
@@ -349,6 +360,8 @@ class QuamotionStartTestRunOperator(ResumableJobMixin, QuamotionBaseOperator):
         deadline, limit = wait_deadline(self.timeout, None)
         state: api.TestRunState | None = None
         last_error = ""
+        jobs: list[Any] = []
+        logs = JobLogFollower(self.log, enabled=self.follow_logs, budget_bytes=self.log_budget_bytes)
         while True:
             try:
                 state, jobs = poll_run(hook, test_run_id, self.allow_skipped, deadline)
@@ -367,6 +380,7 @@ class QuamotionStartTestRunOperator(ResumableJobMixin, QuamotionBaseOperator):
                 last_error = ""
                 self.log.info("Quamotion test run %s is %s (%d job(s))", test_run_id, state.value, len(jobs))
                 if state.is_terminal:
+                    logs.finish(hook, jobs, deadline)
                     self._report(context, test_run_id, state, jobs)
                     return test_run_id
             wait = self.poke_interval
@@ -379,7 +393,7 @@ class QuamotionStartTestRunOperator(ResumableJobMixin, QuamotionBaseOperator):
                         f"retry of this task resumes it.{last_error}"
                     )
                 wait = min(wait, remaining)
-            time.sleep(wait)
+            logs.sleep(hook, jobs, wait)  # the jobs' new log lines show while waiting
 
     def execute_complete(self, context: Context, event: Mapping[str, Any] | None = None) -> str:
         """Resume after the trigger: the run's id, or the failure / timeout it reported."""

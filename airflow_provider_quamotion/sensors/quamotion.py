@@ -36,6 +36,12 @@ from airflow_provider_quamotion import api
 from airflow_provider_quamotion.compat import AirflowFailException, AirflowSensorTimeout
 from airflow_provider_quamotion.exceptions import QuamotionError, QuamotionNotFoundError
 from airflow_provider_quamotion.links.quamotion import QuamotionTestRunLink
+from airflow_provider_quamotion.logs import (
+    DEFAULT_LOG_BUDGET_BYTES,
+    POKE_FOLLOW_SECONDS,
+    JobLogFollower,
+    check_log_budget,
+)
 from airflow_provider_quamotion.operators.base import QuamotionTaskMixin
 from airflow_provider_quamotion.runs import (  # the wait helpers (re-exported here for 0.x callers)
     DEFAULT_CONN_ID,
@@ -84,10 +90,18 @@ class QuamotionTestRunSensor(QuamotionTaskMixin, BaseSensorOperator):
     :param quamotion_conn_id: the Airflow connection ID (templated).
     :param hook_params: non-secret overrides of the connection's settings (``timeout``, ``project``...).
     :param hook_settings: deprecated name of ``hook_params`` (one release, with a warning).
+    :param follow_logs: show the jobs' new log lines in the task log: each poke follows the live logs
+        for up to :data:`~airflow_provider_quamotion.logs.POKE_FOLLOW_SECONDS` (a reschedule sensor
+        keeps what it showed in the task state store); deferred, the trigger follows them between
+        its polls. ``False`` shows none.
+    :param log_budget_bytes: the most bytes of job log lines shown (all jobs together); past it one
+        "truncated" line is written.
     :param kwargs: ``poke_interval``, ``timeout``, ``mode`` and the rest of ``BaseSensorOperator``.
     """
 
     template_fields = ("test_run_id", "quamotion_conn_id")
+    #: The job logs shown so far (made at the first poke).
+    _job_logs: JobLogFollower | None = None
     #: The wait's absolute deadline, passed to every poll (set when the task starts).
     _wait_deadline: float | None = None
     operator_extra_links = (QuamotionTestRunLink(),)
@@ -102,11 +116,15 @@ class QuamotionTestRunSensor(QuamotionTaskMixin, BaseSensorOperator):
         quamotion_conn_id: str = DEFAULT_CONN_ID,
         hook_params: Mapping[str, Any] | None = None,
         hook_settings: Mapping[str, Any] | None = None,
+        follow_logs: bool = True,
+        log_budget_bytes: int = DEFAULT_LOG_BUDGET_BYTES,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.test_run_id = test_run_id
         self.allow_skipped = allow_skipped
+        self.follow_logs = bool(follow_logs)
+        self.log_budget_bytes = check_log_budget(log_budget_bytes)
         self.init_quamotion(
             quamotion_conn_id=quamotion_conn_id,
             hook_params=hook_params,
@@ -135,10 +153,20 @@ class QuamotionTestRunSensor(QuamotionTaskMixin, BaseSensorOperator):
                 deadline=deadline,
                 allow_skipped=self.allow_skipped,
                 hook_settings=safe_hook_settings(self.hook_params),
+                follow_logs=self.follow_logs,
+                log_budget_bytes=self.log_budget_bytes,
             ),
             method_name="execute_complete",
             timeout=defer_timeout(deadline),
         )
+
+    def _logs(self, context: Context) -> JobLogFollower:
+        if self._job_logs is None:
+            store = context.get("task_state_store") if self.reschedule else None
+            self._job_logs = JobLogFollower(
+                self.log, enabled=self.follow_logs, budget_bytes=self.log_budget_bytes, store=store
+            )
+        return self._job_logs
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         """One poll: done when the run passed; ``AirflowFailException`` when it finished otherwise."""
@@ -158,6 +186,12 @@ class QuamotionTestRunSensor(QuamotionTaskMixin, BaseSensorOperator):
             )
             return False
         self.log.info("Quamotion test run %s is %s (%d job(s))", test_run_id, state.value, len(jobs))
+        if state.is_terminal:
+            self._logs(context).finish(self.hook, jobs, self._wait_deadline)  # the jobs' last lines
+        elif not self.deferrable:  # a deferrable sensor's first poke defers at once
+            self._logs(context).follow_for(
+                self.hook, jobs, min(POKE_FOLLOW_SECONDS, self.poke_interval), self._wait_deadline
+            )
         if state is api.TestRunState.SUCCESS:
             self.log.info(format_run_success(test_run_id, len(jobs)))
             return PokeReturnValue(True, run_result(test_run_id, state, jobs))

@@ -50,6 +50,7 @@ from airflow_provider_quamotion.exceptions import (
     QuamotionNotFoundError,
     redact,
 )
+from airflow_provider_quamotion.logs import DEFAULT_LOG_BUDGET_BYTES, JobLogFollower, check_log_budget
 from airflow_provider_quamotion.runs import (  # the wait helpers, shared with operators and sensors
     DEFAULT_CONN_ID,
     MAX_EVENT_BYTES,
@@ -238,6 +239,9 @@ class QuamotionTestRunTrigger(_QuamotionTriggerBase):
     :param allow_skipped: count ``skipped`` jobs as passed.
     :param hook_settings: non-secret hook overrides (see :func:`safe_hook_settings`).
     :param first_delay: seconds to wait before the first poll.
+    :param follow_logs: between polls, follow the jobs' live logs and write their new lines through
+        this trigger's logger (in the triggerer, the task's log); the event's ``logs`` says how much.
+    :param log_budget_bytes: the most bytes of job log lines written (see :mod:`~airflow_provider_quamotion.logs`).
     """
 
     def __init__(
@@ -249,6 +253,8 @@ class QuamotionTestRunTrigger(_QuamotionTriggerBase):
         allow_skipped: bool = False,
         hook_settings: Mapping[str, Any] | None = None,
         first_delay: float = 0.0,
+        follow_logs: bool = True,
+        log_budget_bytes: int = DEFAULT_LOG_BUDGET_BYTES,
     ) -> None:
         super().__init__(
             quamotion_conn_id=quamotion_conn_id,
@@ -259,6 +265,9 @@ class QuamotionTestRunTrigger(_QuamotionTriggerBase):
         )
         self.test_run_id = str(test_run_id)
         self.allow_skipped = bool(allow_skipped)
+        self.follow_logs = bool(follow_logs)
+        self.log_budget_bytes = check_log_budget(log_budget_bytes)
+        self._logs = JobLogFollower(self.log, enabled=self.follow_logs, budget_bytes=self.log_budget_bytes)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Ids and settings only: never a secret or a token."""
@@ -267,6 +276,8 @@ class QuamotionTestRunTrigger(_QuamotionTriggerBase):
             {
                 "test_run_id": self.test_run_id,
                 "allow_skipped": self.allow_skipped,
+                "follow_logs": self.follow_logs,
+                "log_budget_bytes": self.log_budget_bytes,
                 **self._common_kwargs(),
             },
         )
@@ -283,6 +294,7 @@ class QuamotionTestRunTrigger(_QuamotionTriggerBase):
                 "job_count": len(jobs or []),
                 "deadline": self.deadline,
                 "message": _message(message),
+                "logs": self._logs.summary(),
             }
         )
 
@@ -324,6 +336,8 @@ class QuamotionTestRunTrigger(_QuamotionTriggerBase):
                 return self._event(STATUS_ERROR, f"{type(err).__name__}: {err}", None, [])
             else:
                 state, jobs, last_error = current, found, None
+                if state.is_terminal:
+                    await self._logs.afinish(hook, jobs, self.deadline)  # the jobs' last log lines
                 if state is api.TestRunState.SUCCESS:
                     return self._event(
                         STATUS_SUCCESS, f"Test run {self.test_run_id} passed.", state.value, jobs
@@ -333,7 +347,9 @@ class QuamotionTestRunTrigger(_QuamotionTriggerBase):
                         STATUS_FAILED, f"Test run {self.test_run_id} failed.", state.value, jobs
                     )
                 self.log.debug("Test run %s is %s", self.test_run_id, state.value)
-            if not await self._sleep(self.poll_interval):
+            # until the next poll, the jobs' new log lines go to this trigger's log
+            left = await self._logs.afollow_for(hook, jobs, self.poll_interval, self.deadline)
+            if not await self._sleep(left):
                 return self._timeout_event(state.value if state else None, jobs, last_error)
 
     def _timeout_event(
