@@ -211,18 +211,29 @@ class QuamotionExportOperator(QuamotionBaseOperator):
     table change; re-running gives the same output. XCom gets a summary:
     ``{"destination", "rows", "since", "until", "resource"}``.
 
+    **Asset events.** A successful export emits its destination as an Asset event, so downstream DAGs
+    can be scheduled on the data: the Asset's URI is the file's (``file:///abs/path``,
+    ``s3://bucket/key``) or, for a table, the table under the SQL connection's URI
+    (``postgres://host:5432/database/schema/table``, ``mysql://host:3306/database/table``,
+    ``sqlite:///path/to.db/table``), and the event's extra is ``{"rows", "since", "until", "resource",
+    "format"}``. The event goes through the ``AssetAlias`` ``asset_alias`` (an outlet of the task,
+    default ``quamotion_export__{dag_id}__{task_id}``), since a templated destination is only known
+    when the task runs; every ``Asset`` given in ``outlets`` gets the same extra.
+
     :param resource: ``test_runs``, ``jobs`` (one row per job, its run's ``testRunId`` added),
         ``applications``, ``test_packages``, ``device_groups``, ``schedules`` or ``projects``. Templated.
     :param destination: a local path, a URI (``s3://``, ``gs://``, ``file://``, ``memory://``...) or an
         ``ObjectStoragePath``, e.g. ``"s3://lake/quamotion/dt={{ ds }}/test_runs.jsonl"``. Templated.
-    :param format: ``jsonl``, ``csv`` or ``parquet`` (the ``parquet`` extra).
+    :param format: ``jsonl``, ``csv`` or ``parquet`` (the ``parquet`` extra). Templated.
     :param sql_conn_id: an Airflow connection of a SQL database (common.sql), instead of ``destination``.
+        Templated.
     :param table: the table to load (created when missing). Templated.
     :param since: inclusive start of the window on a test run's ``scheduled`` (ISO 8601; no offset = UTC;
         ``None`` = unbounded), e.g. ``"{{ data_interval_start }}"``. Templated.
     :param until: exclusive end of the window. Templated.
     :param fields: the fields to keep, in order: the columns of csv, parquet and SQL (default: the
-        resource's known fields), a projection for jsonl (default: whole records).
+        resource's known fields), a projection for jsonl (default: whole records). Templated (a list,
+        or a comma-separated string).
     :param max_concurrency: parallel requests for ``jobs``.
     :param endpoint: any other list endpoint, instead of ``resource``. Templated.
     :param record_path: dotted path of the array inside ``endpoint``'s reply (e.g. ``"data.items"``).
@@ -239,11 +250,16 @@ class QuamotionExportOperator(QuamotionBaseOperator):
     :param mode: SQL only: ``replace`` (the window's rows) or ``merge`` (upsert by the resource's key:
         ``testRunId``, a job's ``id``).
     :param add_new_columns: SQL only: add a known field's column an existing table lacks.
+    :param emit_asset_event: emit the destination as an Asset event (see above).
+    :param asset_alias: the name of the ``AssetAlias`` the event goes through.
     """
 
     template_fields: Sequence[str] = (
         "resource",
         "destination",
+        "format",
+        "fields",
+        "sql_conn_id",
         "table",
         "since",
         "until",
@@ -275,6 +291,8 @@ class QuamotionExportOperator(QuamotionBaseOperator):
         schema: Mapping[str, str] | None = None,
         mode: str = "replace",
         add_new_columns: bool = False,
+        emit_asset_event: bool = True,
+        asset_alias: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -297,8 +315,7 @@ class QuamotionExportOperator(QuamotionBaseOperator):
             raise QuamotionConfigError(
                 "Nothing to export to: pass destination= (a path or URI) or both sql_conn_id= and table=."
             )
-        if str(format).lower() not in ("jsonl", "csv", "parquet"):
-            raise QuamotionConfigError(f"format={format!r} is not one of jsonl, csv, parquet.")
+        _check_format(format)
         if int(max_concurrency) < 1:
             raise QuamotionConfigError(f"max_concurrency must be at least 1, not {max_concurrency}.")
         self.resource = resource
@@ -308,7 +325,7 @@ class QuamotionExportOperator(QuamotionBaseOperator):
         self.table = table
         self.since = since
         self.until = until
-        self.fields = list(fields) if fields is not None else None
+        self.fields: Any = list(fields) if fields is not None and not isinstance(fields, str) else fields
         self.max_concurrency = int(max_concurrency)
         self.endpoint = endpoint
         self.record_path = record_path
@@ -318,11 +335,18 @@ class QuamotionExportOperator(QuamotionBaseOperator):
             quamotion_conn_id=quamotion_conn_id, hook_params=hook_params, hook_settings=hook_settings
         )
         self._lineage: tuple[str, str] | None = None
+        self.emit_asset_event = bool(emit_asset_event)
+        self.asset_alias = asset_alias or f"quamotion_export__{self.dag_id}__{self.task_id}"
+        if self.emit_asset_event:
+            from airflow.sdk import AssetAlias
+
+            self.outlets = [*self.outlets, AssetAlias(self.asset_alias)]
 
     def execute(self, context: Context) -> dict[str, Any]:
-        """Run the export; returns the XCom summary."""
+        """Run the export; returns the XCom summary (and emits the destination's Asset event)."""
         from airflow_provider_quamotion.export.runner import run_export
 
+        self.format = _check_format(self.format)
         result = run_export(
             quamotion_conn_id=self.quamotion_conn_id,
             resource=self.resource or None,
@@ -335,7 +359,7 @@ class QuamotionExportOperator(QuamotionBaseOperator):
             table=self.table,
             since=self.since,
             until=self.until,
-            fields=self.fields,
+            fields=_field_list(self.fields),
             max_concurrency=self.max_concurrency,
             batch_size=self.batch_size,
             hook_settings=hook_overrides(self.hook_params),
@@ -344,7 +368,39 @@ class QuamotionExportOperator(QuamotionBaseOperator):
             add_new_columns=self.add_new_columns,
         )
         self._lineage = (result.source_namespace, result.source_name)
+        if self.emit_asset_event:
+            self._emit_asset_event(context, result.summary)
         return result.summary
+
+    def destination_uri(self) -> str:
+        """The Asset URI of the (rendered) destination: the file's, or the table under its connection's."""
+        if self.destination is not None:
+            namespace, name = _storage_dataset(self.destination)
+            return f"file://{name}" if namespace == "file" else f"{namespace.rstrip('/')}/{name}"
+        return table_asset_uri(str(self.sql_conn_id), str(self.table))
+
+    def _emit_asset_event(self, context: Context, summary: Mapping[str, Any]) -> None:
+        """The destination as an Asset event through the alias; the same extra on every outlet Asset."""
+        from airflow.sdk import Asset, AssetAlias
+
+        extra: dict[str, Any] = {k: summary.get(k) for k in ("rows", "since", "until", "resource")}
+        extra["format"] = self.format if self.destination is not None else "sql"
+        uri = self.destination_uri()
+        events: Any = context.get("outlet_events")
+        if events is None:  # called outside Airflow's task runner (a unit test, a script)
+            self.log.info("No outlet_events in the context: no Asset event for %s.", uri)
+            return
+        declared = [o for o in self.outlets if isinstance(o, Asset)]
+        for asset in declared:
+            events[asset].extra.update(extra)
+        if not any(a.uri == uri for a in declared):
+            try:
+                asset = Asset(uri=uri)
+            except ValueError as err:  # the export is done: a URI Airflow refuses only costs the event
+                self.log.warning("No Asset event for %s: Airflow refuses the URI (%s).", uri, err)
+                return
+            events[AssetAlias(self.asset_alias)].add(asset, extra=extra)
+        self.log.info("Asset event for %s: %s", uri, extra)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage: the Quamotion endpoint as input, the file or table as output."""
@@ -361,6 +417,50 @@ class QuamotionExportOperator(QuamotionBaseOperator):
 
             ns, name = lineage_dataset(str(self.sql_conn_id), str(self.table))
         return OperatorLineage(inputs=inputs, outputs=[Dataset(namespace=ns, name=name)])
+
+
+def _check_format(value: Any) -> str:
+    """``value`` in lower case when it is a known format (or a template, checked again when rendered)."""
+    text = str(value).lower()
+    if text not in ("jsonl", "csv", "parquet") and "{{" not in text:
+        raise QuamotionConfigError(f"format={value!r} is not one of jsonl, csv, parquet.")
+    return text
+
+
+def _field_list(value: Any) -> list[str] | None:
+    """The rendered ``fields``: a list, or a comma-separated string (a rendered list is refused clearly)."""
+    if value is None or isinstance(value, list | tuple):
+        return None if value is None else [str(v) for v in value]
+    text = str(value).strip()
+    if text.startswith("["):
+        raise QuamotionConfigError(
+            f"fields is the string {text[:80]!r}: a list that Jinja rendered to text. Set "
+            "render_template_as_native_obj=True on the DAG, or pass the names comma-separated."
+        )
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def table_asset_uri(sql_conn_id: str, table: str) -> str:
+    """The Asset URI of ``table`` under the SQL connection's URI (no credentials in it).
+
+    ``postgres://host:5432/database/schema/table`` (schema ``public`` when ``table`` names none),
+    ``mysql://host:3306/database/table``, other types ``{type}://{host}[:port]/{database}/{table}``
+    (``sqlite:///path/to.db/table``).
+
+    :param sql_conn_id: the SQL connection.
+    :param table: the table, optionally ``schema.table``.
+    """
+    from airflow_provider_quamotion.compat import BaseHook
+    from airflow_provider_quamotion.export.sql import lineage_dataset
+
+    namespace, _ = lineage_dataset(sql_conn_id, table)
+    conn = BaseHook.get_connection(sql_conn_id)
+    database = (conn.schema or "").strip("/") if conn.host else ""
+    parts = [p for p in table.split(".") if p]
+    if conn.conn_type == "postgres" and len(parts) == 1:
+        parts = ["public", *parts]
+    path = "/".join(p for p in (database, *parts) if p)
+    return f"{namespace.rstrip('/')}/{path}"
 
 
 def _storage_dataset(destination: Any) -> tuple[str, str]:

@@ -483,6 +483,7 @@ def test_export_operator_validates_at_run_time(
 def test_jobs_fan_out_is_concurrent_bounded_and_ordered(
     m: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from airflow_provider_quamotion.export import source
     from airflow_provider_quamotion.hooks.quamotion import QuamotionHook
 
     runs = [{"testRunId": f"r{i}", "scheduled": "2024-01-01T00:00:00Z"} for i in range(40)]
@@ -493,15 +494,17 @@ def test_jobs_fan_out_is_concurrent_bounded_and_ordered(
     hooks: set[int] = set()
 
     def slow_jobs(self: QuamotionHook, run_id: str) -> list[dict[str, Any]]:
-        # requests-mock serialises requests, so the job lists are stubbed at the hook
+        # requests-mock serialises requests, so the job lists are stubbed at the hook; a stubbed
+        # request takes the fan-out's request slot as the session does for each attempt
         nonlocal active, peak
         hooks.add(id(self))
-        with lock:
-            active += 1
-            peak = max(peak, active)
-        time.sleep(0.01 if int(run_id[1:]) % 2 else 0.03)  # finish out of order
-        with lock:
-            active -= 1
+        with source._slot():
+            with lock:
+                active += 1
+                peak = max(peak, active)
+            time.sleep(0.01 if int(run_id[1:]) % 2 else 0.03)  # finish out of order
+            with lock:
+                active -= 1
         return [{"id": int(run_id[1:])}]
 
     monkeypatch.setattr(QuamotionHook, "list_jobs", slow_jobs)
@@ -577,3 +580,120 @@ def test_unknown_hook_setting_fails_at_parse_time(operator: str) -> None:
                 task_id="t", resource="jobs", destination="/tmp/x.jsonl", hook_params={"retries": 2}
             )
     assert not mocker.called
+
+
+# --- the export's Asset event and templated arguments ----------------------------------------------
+
+
+def outlet_events() -> Any:
+    from airflow.sdk.execution_time.context import OutletEventAccessors
+
+    return OutletEventAccessors()
+
+
+def test_export_emits_its_file_as_an_asset_event_with_rows_and_window(runs_api: Any, tmp_path: Path) -> None:
+    from airflow.sdk import DAG, AssetAlias
+
+    target = tmp_path / "dt=2024-01-02" / "test_runs.jsonl"
+    with DAG("daily_export", schedule=None):
+        op = QuamotionExportOperator(
+            task_id="runs",
+            resource="test_runs",
+            destination=str(target),
+            since="2024-01-02",
+            until="2024-01-03",
+        )
+    alias = AssetAlias("quamotion_export__daily_export__runs")
+    assert op.asset_alias == alias.name and alias in op.outlets  # known at parse time
+    events = outlet_events()
+    summary = op.execute({"outlet_events": events})
+    (event,) = events[alias].asset_alias_events
+    assert event.dest_asset_key.uri == f"file://{target}"
+    assert event.extra == {
+        "rows": summary["rows"],
+        "since": summary["since"],
+        "until": summary["until"],
+        "resource": "test_runs",
+        "format": "jsonl",
+    }
+    assert summary["rows"] == 2
+
+
+def test_export_puts_the_extra_on_a_declared_outlet_asset(runs_api: Any, tmp_path: Path) -> None:
+    from airflow.sdk import Asset, AssetAlias
+
+    target = tmp_path / "runs.csv"
+    asset = Asset(uri=f"file://{target}")
+    op = QuamotionExportOperator(
+        task_id="t", resource="test_runs", destination=str(target), format="csv", outlets=[asset]
+    )
+    events = outlet_events()
+    op.execute({"outlet_events": events})
+    assert events[asset].extra["rows"] == 5 and events[asset].extra["format"] == "csv"
+    assert events[AssetAlias(op.asset_alias)].asset_alias_events == []  # no second event for it
+
+
+def test_export_without_asset_event_or_outside_a_task_runner(runs_api: Any, tmp_path: Path) -> None:
+    op = QuamotionExportOperator(
+        task_id="t", resource="test_runs", destination=str(tmp_path / "r.jsonl"), emit_asset_event=False
+    )
+    assert op.outlets == []
+    assert op.execute({"outlet_events": outlet_events()})["rows"] == 5
+    with_event = QuamotionExportOperator(
+        task_id="t", resource="test_runs", destination=str(tmp_path / "s.jsonl")
+    )
+    assert with_event.execute({})["rows"] == 5  # no outlet_events (not Airflow's task runner): no event
+
+
+def test_table_asset_uris_hold_no_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from airflow_provider_quamotion.operators.quamotion import table_asset_uri
+
+    monkeypatch.setenv("AIRFLOW_CONN_PG", "postgresql://u:s3cret@db.example:5432/analytics")
+    monkeypatch.setenv("AIRFLOW_CONN_MY", "mysql://u:s3cret@my.example:3306/shop")
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_LITE", json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "w.db")})
+    )
+    assert table_asset_uri("pg", "jobs") == "postgres://db.example:5432/analytics/public/jobs"
+    assert table_asset_uri("pg", "raw.jobs") == "postgres://db.example:5432/analytics/raw/jobs"
+    assert table_asset_uri("my", "jobs") == "mysql://my.example:3306/shop/jobs"
+    assert table_asset_uri("lite", "jobs") == f"sqlite://{tmp_path}/w.db/jobs"
+
+
+def test_export_to_a_table_emits_the_table_under_the_connection(
+    runs_api: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.sdk import Asset, AssetAlias
+
+    db = tmp_path / "w.db"
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", json.dumps({"conn_type": "sqlite", "host": str(db)}))
+    op = QuamotionExportOperator(task_id="t", resource="jobs", sql_conn_id="warehouse", table="qm_jobs")
+    events = outlet_events()
+    summary = op.execute({"outlet_events": events})
+    (event,) = events[AssetAlias(op.asset_alias)].asset_alias_events
+    assert event.dest_asset_key.uri == Asset(uri=f"sqlite://{db}/qm_jobs").uri  # as Airflow normalises it
+    assert event.extra["rows"] == summary["rows"] > 0 and event.extra["format"] == "sql"
+
+
+def test_export_format_fields_and_sql_conn_id_are_templated(runs_api: Any, tmp_path: Path) -> None:
+    assert {"format", "fields", "sql_conn_id", "quamotion_conn_id"} <= set(
+        QuamotionExportOperator.template_fields
+    )
+    op = QuamotionExportOperator(
+        task_id="t",
+        resource="test_runs",
+        destination=str(tmp_path / "r.csv"),
+        format="{{ params.fmt }}",
+        fields="testRunId, appId",
+    )
+    op.format = "CSV"  # as rendered
+    op.execute({})
+    with open(tmp_path / "r.csv", newline="") as fh:
+        assert next(csv.reader(fh)) == ["testRunId", "appId"]
+    op.format = "xml"
+    with pytest.raises(QuamotionConfigError, match="not one of jsonl, csv, parquet"):
+        op.execute({})
+    op.format, op.fields = "csv", "['testRunId', 'appId']"  # a list Jinja rendered to text
+    with pytest.raises(QuamotionConfigError, match="render_template_as_native_obj"):
+        op.execute({})
+    with pytest.raises(QuamotionConfigError):
+        QuamotionExportOperator(task_id="t", resource="test_runs", destination="x", format="xml")
