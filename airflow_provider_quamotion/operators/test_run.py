@@ -36,7 +36,12 @@ from typing import TYPE_CHECKING, Any
 from airflow.exceptions import AirflowProviderDeprecationWarning
 
 from airflow_provider_quamotion import api
-from airflow_provider_quamotion.compat import AirflowFailException
+from airflow_provider_quamotion.compat import (
+    HAS_RESUMABLE_JOBS,
+    AirflowFailException,
+    ResumableJobMixin,
+    log_degraded,
+)
 from airflow_provider_quamotion.exceptions import (
     QuamotionConfigError,
     QuamotionError,
@@ -70,30 +75,8 @@ if TYPE_CHECKING:
 #: Task state store key holding the run started by an earlier try of the task instance.
 STATE_KEY = "quamotion_test_run_id"
 
-try:  # Airflow >= 3.3: resume from task_state_store
-    from airflow.sdk import ResumableJobMixin
-
-    _HAS_RESUME = True
-except ImportError:  # below 3.3: common-compat's stand-in (a new run every try), else our own
-    _HAS_RESUME = False
-    try:
-        from airflow.providers.common.compat.sdk import ResumableJobMixin
-    except ImportError:
-
-        class ResumableJobMixin:  # type: ignore[no-redef]
-            """Stand-in without ``task_state_store``: every try posts a new run."""
-
-            external_id_key = "remote_job_id"
-
-            def execute_resumable(self, context: Any) -> Any:
-                external_id = self.submit_job(context)  # type: ignore[attr-defined]
-                self.poll_until_complete(external_id, context)  # type: ignore[attr-defined]
-                return self.get_job_result(external_id, context)  # type: ignore[attr-defined]
-
-
 _NO_RESUME = (
-    "This task has no task_state_store (Airflow < 3.3 has no ResumableJobMixin to resume with): a retry "
-    "of this task cannot find the run of its previous try and will start a new one."
+    "a retry of QuamotionStartTestRunOperator cannot find the run of its previous try and starts a new one"
 )
 
 #: The name resolvers live in the hook (``QuamotionHook.resolve_application`` and friends); these
@@ -229,8 +212,10 @@ class QuamotionStartTestRunOperator(ResumableJobMixin, QuamotionBaseOperator):
 
     def execute(self, context: Context) -> str:
         """Resume the previous try's run or post a new one; push its id; wait if asked."""
-        if not _HAS_RESUME or context.get("task_state_store") is None:
-            self.log.warning(_NO_RESUME)
+        if not HAS_RESUMABLE_JOBS:
+            log_degraded("ResumableJobMixin / task_state_store (Airflow 3.3)", _NO_RESUME)
+        elif context.get("task_state_store") is None:
+            self.log.warning("This task has no task_state_store: %s.", _NO_RESUME)
         self._reported: str | None = None
         result = self.execute_resumable(context)
         return self._reported or str(result)

@@ -8,6 +8,7 @@ the DAG-level check with the real ``airflow dags test`` is in tests/sensors/test
 from __future__ import annotations
 
 import json
+import logging
 import time
 import zipfile
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 import requests_mock as rm
 
-from airflow_provider_quamotion.compat import AirflowFailException, TaskDeferred
+from airflow_provider_quamotion.compat import HAS_RESUMABLE_JOBS, AirflowFailException, TaskDeferred
 from airflow_provider_quamotion.exceptions import (
     QuamotionConfigError,
     QuamotionNotFoundError,
@@ -37,6 +38,9 @@ from airflow_provider_quamotion.triggers.quamotion import QuamotionTestRunTrigge
 from tests import sandbox_helpers
 from tests.mocks import HOST, mock_aad, mock_projects
 from tests.sandbox_helpers import start_run
+
+#: Airflow >= 3.3 resumes a retry's run from task_state_store; below, every try posts a new run.
+RESUMES = HAS_RESUMABLE_JOBS
 
 P = f"{HOST}/project/acme/api/"
 APPS = [
@@ -191,7 +195,7 @@ def test_wait_timeout_keeps_the_run_for_a_retry_which_resumes_it(api: rm.Mocker)
     store = FakeStore()
     with pytest.raises(QuamotionTimeoutError, match="did not finish within the wait's timeout of 0 s"):
         op(wait_for_completion=True, timeout=0).execute(context(store))
-    assert store.data == {STATE_KEY: "new-run"}
+    assert store.data == ({STATE_KEY: "new-run"} if RESUMES else {})
     assert api.post_run.call_count == 1
     # the retry: same task instance, same store, the run still active -> resumed, not posted again
     api.get(
@@ -200,7 +204,7 @@ def test_wait_timeout_keeps_the_run_for_a_retry_which_resumes_it(api: rm.Mocker)
     )
     retry_ctx = context(store, try_number=2)
     assert op(wait_for_completion=True).execute(retry_ctx) == "new-run"
-    assert api.post_run.call_count == 1
+    assert api.post_run.call_count == (1 if RESUMES else 2)  # below 3.3 every try posts
     assert retry_ctx["ti"].xcom["test_run_id"] == "new-run"
     assert store.data == {}
 
@@ -219,8 +223,8 @@ def test_retry_adopts_a_run_that_finished_meanwhile(
     else:
         with pytest.raises(outcome):
             op(wait_for_completion=True).execute(context(store, 2))
-    assert api.post_run.call_count == 0
-    assert store.data == {}
+    assert api.post_run.call_count == (0 if RESUMES else 1)
+    assert store.data == ({} if RESUMES else {STATE_KEY: "new-run"})  # below 3.3 the store is not read
 
 
 def test_retry_posts_anew_when_the_old_run_is_gone(api: rm.Mocker) -> None:
@@ -235,7 +239,29 @@ def test_without_a_task_state_store_it_still_works_and_warns(
     api: rm.Mocker, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert op().execute(context(None)) == "new-run"
-    assert "no task_state_store" in "".join(capsys.readouterr())
+    assert "has no task_state_store" in "".join(capsys.readouterr())
+
+
+def test_below_airflow_3_3_one_line_says_a_retry_starts_a_new_run(
+    api: rm.Mocker, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from airflow_provider_quamotion import compat
+    from airflow_provider_quamotion.operators import test_run
+
+    monkeypatch.setattr(test_run, "HAS_RESUMABLE_JOBS", False)
+    monkeypatch.setattr(compat, "_degraded", set())
+    with caplog.at_level(logging.WARNING, logger=compat.__name__):
+        assert op().execute(context(None)) == "new-run"
+        assert op().execute(context(None)) == "new-run"
+    lines = [r.getMessage() for r in caplog.records if r.name == compat.__name__]
+    assert len(lines) == 1 and "ResumableJobMixin" in lines[0] and "starts a new one" in lines[0], lines
+
+
+def test_the_operator_is_a_resumable_job_on_the_compat_mixin() -> None:
+    from airflow_provider_quamotion import compat
+
+    assert issubclass(QuamotionStartTestRunOperator, compat.ResumableJobMixin)
+    assert QuamotionStartTestRunOperator.external_id_key == STATE_KEY
 
 
 def test_deferrable_posts_in_the_worker_then_defers(api: rm.Mocker) -> None:
@@ -249,12 +275,12 @@ def test_deferrable_posts_in_the_worker_then_defers(api: rm.Mocker) -> None:
     assert isinstance(trigger, QuamotionTestRunTrigger)
     assert (trigger.test_run_id, trigger.allow_skipped) == ("new-run", True)
     assert trigger.deadline is not None
-    assert store.data == {STATE_KEY: "new-run"}
+    assert store.data == ({STATE_KEY: "new-run"} if RESUMES else {})
     s = op(timeout=600)
     event = {"status": "timeout", "test_run_id": "new-run", "message": "late."}
     with pytest.raises(QuamotionTimeoutError, match="Limit: the wait's timeout of 600 s"):
         s.execute_complete(ctx, event)
-    assert store.data == {STATE_KEY: "new-run"}  # a retry resumes it
+    assert store.data == ({STATE_KEY: "new-run"} if RESUMES else {})  # a retry resumes it
     with pytest.raises(AirflowFailException):
         s.execute_complete(ctx, {**event, "status": "failed", "jobs": [], "job_count": 1})
     assert store.data == {}
