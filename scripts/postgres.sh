@@ -6,6 +6,7 @@
 #   scripts/postgres.sh uri     # prints the URI without starting anything
 #   scripts/postgres.sh stop    # idempotent
 #   scripts/postgres.sh status  # exit 0 when the server is running, 3 when not
+#   scripts/postgres.sh pid     # prints the server's PID (exit 3 when it is not running)
 #
 # The cluster lives in $QUAMOTION_PG_DIR (default: $TMPDIR/quamotion-pg), listens on 127.0.0.1 only,
 # port $QUAMOTION_PG_PORT (default 55432), trusts loopback connections (a test server, no secrets).
@@ -60,11 +61,15 @@ case "${1:-}" in
     BIN=$(bindir)
     if running; then echo "running: $URI"; else echo "stopped"; exit 3; fi
     ;;
+  pid)
+    BIN=$(bindir)
+    if running; then head -1 "$DATA/postmaster.pid"; else exit 3; fi
+    ;;
   uri)
     echo "$URI"
     ;;
   *)
-    echo "usage: $0 start|stop|status|uri" >&2
+    echo "usage: $0 start|stop|status|pid|uri" >&2
     exit 2
     ;;
 esac

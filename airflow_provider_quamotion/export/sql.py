@@ -111,11 +111,19 @@ TYPE_TABLES: dict[str, dict[str, str]] = {
         JSON: "TEXT",
     },
     "mysql": {
-        TEXT: "TEXT",
+        TEXT: "LONGTEXT",  # TEXT holds 64 KiB: a run's record can be longer
         INTEGER: "BIGINT",
         FLOAT: "DOUBLE",
         BOOLEAN: "BOOLEAN",
         TIMESTAMP: "DATETIME(6)",
+        JSON: "JSON",
+    },
+    "duckdb": {
+        TEXT: "VARCHAR",
+        INTEGER: "BIGINT",
+        FLOAT: "DOUBLE",
+        BOOLEAN: "BOOLEAN",
+        TIMESTAMP: "TIMESTAMPTZ",
         JSON: "JSON",
     },
     "generic": dict.fromkeys(COLUMN_TYPES, "TEXT"),
@@ -137,14 +145,38 @@ _ACCEPTS: dict[str, dict[str, set[str]]] = {
         TIMESTAMP: {"text"},
         JSON: {"text"},
     },
+    "mysql": {
+        INTEGER: {"bigint", "int", "integer"},
+        FLOAT: {"double", "float", "decimal"},
+        BOOLEAN: {"tinyint"},
+        TIMESTAMP: {"datetime", "timestamp"},
+        JSON: {"json", "longtext"},  # MariaDB's JSON is LONGTEXT with a json_valid check
+    },
+    "duckdb": {
+        INTEGER: {"bigint", "integer"},
+        FLOAT: {"double", "float", "real"},
+        BOOLEAN: {"boolean"},
+        TIMESTAMP: {"timestamp with time zone"},
+        JSON: {"json"},
+    },
 }
-_TEXT_TYPES = {"text", "character varying", "varchar", "character", "char", "clob", ""}
+_TEXT_TYPES = {
+    "text",
+    "character varying",
+    "varchar",
+    "character",
+    "char",
+    "clob",
+    "longtext",
+    "mediumtext",
+    "",
+}
 
 MODES = ("replace", "merge")
 
 
 def family_of(hook: Any, conn: Any) -> str:
-    """The database family of a hook/connection: ``postgres``, ``sqlite``, ``mysql`` or ``generic``."""
+    """The database family of a hook/connection: ``postgres``, ``sqlite``, ``mysql``, ``duckdb`` or ``generic``."""
     import sqlite3
 
     if _is_postgres(hook, conn):
@@ -155,6 +187,8 @@ def family_of(hook: Any, conn: Any) -> str:
     module = (type(conn).__module__ or "").lower()
     if kind.startswith("sqlite"):
         return "sqlite"
+    if kind.startswith("duckdb") or module.startswith("duckdb"):
+        return "duckdb"
     if kind.startswith(("mysql", "maria")) or module.startswith(("mysqldb", "pymysql", "mysql", "mariadb")):
         return "mysql"
     return "generic"
@@ -225,13 +259,14 @@ def load_table(
     try:
         if getattr(hook, "supports_autocommit", False):
             hook.set_autocommit(conn, False)
-        _begin(conn)
-        cursor = conn.cursor()
+        # a DuckDB cursor is a connection of its own (its own transaction): use the connection
+        cursor = conn if family == "duckdb" else conn.cursor()
+        _begin(conn, family)
         extra = [*([SCHEDULED_COLUMN] if windowed else []), RECORD_COLUMN]
         existing = _existing_columns(family, cursor, table, target, ph)
         if existing is None:
             definitions = [f"{quote(hook, n)} {sql_types[kinds[n]]}" for n in names]
-            definitions += [f"{quote(hook, n)} TEXT" for n in extra]
+            definitions += [f"{quote(hook, n)} {sql_types[TEXT]}" for n in extra]
             create = f"CREATE TABLE IF NOT EXISTS {target} ({', '.join(definitions)})"
             _create_table(hook, conn, cursor, create, table, target)
             existing = _existing_columns(family, cursor, table, target, ph)
@@ -242,30 +277,21 @@ def load_table(
         if mode == "merge":
             _ensure_key_index(hook, cursor, family, table, target, key)
         all_names = [*names, *extra]
-        quoted = [quote(hook, n) for n in all_names]
-        # Identifiers are quoted (quote()); every value is a bound parameter.
-        insert = f"INSERT INTO {target} ({', '.join(quoted)}) VALUES ({', '.join([ph] * len(quoted))})"  # noqa: S608
         if mode == "replace":
             delete, delete_params = _delete(hook, target, windowed, window, ph)
             cursor.execute(delete, delete_params)
-        elif family in ("postgres", "sqlite"):
-            keys = ", ".join(quote(hook, k) for k in key)
-            updates = ", ".join(
-                f"{q} = excluded.{q}" for n, q in zip(all_names, quoted, strict=True) if n not in key
-            )
-            insert += f" ON CONFLICT ({keys}) DO UPDATE SET {updates}"
+        write, finish = _bulk_path(
+            hook, conn, cursor, family, target, all_names, key if mode == "merge" else ()
+        )
         adapt = [
             _adapter(
                 family, kinds[n], scheduled_tz if windowed and n == TEST_RUN_SCHEDULED else dt.timezone.utc
             )
             for n in names
         ]
-        copy = _copier(cursor, target, quoted) if family == "postgres" and mode == "replace" else None
         every = list(columns.names or ())
         positions = [every.index(n) for n in names]
         misfits: dict[str, int] = {}
-        key_at = [names.index(k) for k in key]
-        delete_key = " AND ".join(f"{quote(hook, k)} = {ph}" for k in key)
         n = 0
         stream = _chain(first, iterator)
         while True:
@@ -286,17 +312,9 @@ def load_table(
                 batch.append(tuple(cells))
             if not batch:
                 break
-            if mode == "merge" and family not in ("postgres", "sqlite"):
-                # generic upsert: delete the batch's keys, then insert, in the load's transaction
-                cursor.executemany(
-                    f"DELETE FROM {target} WHERE {delete_key}",  # noqa: S608 (quoted identifiers)
-                    [tuple(b[i] for i in key_at) for b in batch],
-                )
-            if copy is not None:
-                copy(batch)
-            else:
-                cursor.executemany(insert, batch)
+            write(batch)
             n += len(batch)
+        finish()
         conn.commit()
         if misfits:
             log.warning(
@@ -319,6 +337,99 @@ def load_table(
                 cursor.close()
         with contextlib.suppress(Exception):
             conn.close()
+
+
+Batch = list[tuple[Any, ...]]
+
+
+def _bulk_path(
+    hook: Any, conn: Any, cursor: Any, family: str, target: str, names: list[str], key: Sequence[str]
+) -> tuple[Callable[[Batch], None], Callable[[], None]]:
+    """``(write(batch), finish())``: the database's bulk path for the load's rows; ``key`` to upsert by.
+
+    PostgreSQL: ``COPY FROM STDIN`` into the table, or (merge) into a temporary table that one
+    ``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` merges at the end. DuckDB: each batch inserted
+    as an Arrow table (merge: the batch's keys deleted first). SQLite: ``executemany`` (merge:
+    ``ON CONFLICT DO UPDATE``). Others (MySQL/MariaDB, generic): batched ``executemany`` (merge:
+    the batch's keys deleted first). Everything runs in the load's one transaction.
+    """
+    quoted = [quote(hook, n) for n in names]
+    columns = ", ".join(quoted)
+    keys = ", ".join(quote(hook, k) for k in key)
+    updates = ", ".join(f"{q} = excluded.{q}" for n, q in zip(names, quoted, strict=True) if n not in key)
+    if family == "postgres" and not key:
+        copy = _copier(cursor, target, quoted)
+        if copy is not None:
+            return copy, _nothing
+    if family == "postgres" and key:
+        staging = quote(hook, "_quamotion_merge")
+        cursor.execute(f"DROP TABLE IF EXISTS {staging}")
+        like = f"SELECT {columns} FROM {target} WITH NO DATA"  # noqa: S608 (quoted identifiers)
+        cursor.execute(f"CREATE TEMP TABLE {staging} ON COMMIT DROP AS {like}")
+        copy = _copier(cursor, staging, quoted)
+        if copy is not None:
+
+            def merge() -> None:
+                # the last copy of a key loaded twice wins (ctid: the order COPY wrote them)
+                cursor.execute(
+                    f"INSERT INTO {target} ({columns}) SELECT DISTINCT ON ({keys}) {columns} "  # noqa: S608
+                    f"FROM {staging} ORDER BY {keys}, ctid DESC ON CONFLICT ({keys}) DO UPDATE SET {updates}"
+                )
+
+            return copy, merge
+    if family == "duckdb":
+        arrow = _arrow_writer(conn, target, quoted, [quote(hook, k) for k in key])
+        if arrow is not None:
+            return arrow, _nothing
+    ph = hook.placeholder
+    # Identifiers are quoted (quote()); every value is a bound parameter.
+    insert = f"INSERT INTO {target} ({columns}) VALUES ({', '.join([ph] * len(quoted))})"  # noqa: S608
+    delete: str | None = None
+    if key and family in ("postgres", "sqlite"):
+        insert += f" ON CONFLICT ({keys}) DO UPDATE SET {updates}"
+    elif key:
+        delete = f"DELETE FROM {target} WHERE {' AND '.join(f'{quote(hook, k)} = {ph}' for k in key)}"  # noqa: S608
+    key_at = [names.index(k) for k in key]
+
+    def write(batch: Batch) -> None:
+        if delete is not None:  # upsert: delete the batch's keys, then insert
+            cursor.executemany(delete, [tuple(row[i] for i in key_at) for row in batch])
+        cursor.executemany(insert, batch)
+
+    return write, _nothing
+
+
+def _nothing() -> None:
+    """A bulk path with nothing to do at the end."""
+
+
+def _arrow_writer(
+    conn: Any, target: str, quoted: list[str], keys: list[str]
+) -> Callable[[Batch], None] | None:
+    """DuckDB's bulk path: each batch registered as an Arrow table and inserted with one statement."""
+    try:
+        import pyarrow as pa
+    except ImportError:  # the parquet extra is not installed: executemany
+        return None
+    view = "_quamotion_batch"
+    aliases = [f"c{i}" for i in range(len(quoted))]
+    insert = f"INSERT INTO {target} ({', '.join(quoted)}) SELECT {', '.join(aliases)} FROM {view}"  # noqa: S608
+    delete = None
+    if keys:
+        match = " AND ".join(f"{view}.{aliases[quoted.index(k)]} = {target}.{k}" for k in keys)
+        delete = f"DELETE FROM {target} WHERE EXISTS (SELECT 1 FROM {view} WHERE {match})"  # noqa: S608
+
+    def write(batch: Batch) -> None:
+        table = pa.table([pa.array(list(column)) for column in zip(*batch, strict=True)], names=aliases)
+        conn.register(view, table)
+        try:
+            if delete is not None:
+                conn.execute(delete)
+            conn.execute(insert)
+        finally:
+            conn.unregister(view)
+
+    return write
 
 
 def _copy_text(value: Any) -> str:
@@ -365,7 +476,7 @@ def _adapter(family: str, kind: str, naive_tz: dt.tzinfo = dt.timezone.utc) -> C
     if family == "generic" or kind == TEXT:
         return cell
     if kind == TIMESTAMP:
-        if family == "postgres":
+        if family in ("postgres", "duckdb"):
             return lambda v: typed(v, TIMESTAMP, naive_tz)
         if family == "mysql":
 
@@ -405,7 +516,23 @@ def _existing_columns(family: str, cursor: Any, table: str, target: str, ph: str
         cursor.execute("SELECT name, type FROM pragma_table_info(?, ?)", (name, schema))
         found = {str(n): str(k).lower() for n, k in cursor.fetchall()}
         return found or None
+    if family in ("mysql", "duckdb"):
+        parts = [p.strip() for p in str(table).split(".")]
+        here = "DATABASE()" if family == "mysql" else "current_schema()"
+        schema = ph if len(parts) > 1 else here
+        cursor.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "  # noqa: S608 (no values)
+            f"WHERE table_name = {ph} AND table_schema = {schema}",
+            (parts[-1], parts[0]) if len(parts) > 1 else (parts[-1],),
+        )
+        found = {_text(n): _text(k).lower() for n, k in cursor.fetchall()}
+        return found or None
     return {} if _table_exists(cursor, target) else None
+
+
+def _text(value: Any) -> str:
+    """A catalog value as text (MySQL drivers may give ``bytes``)."""
+    return value.decode() if isinstance(value, bytes | bytearray) else str(value)
 
 
 def _reconcile(
@@ -563,11 +690,13 @@ def _what(windowed: bool, window: Window) -> str:
     return "all rows"
 
 
-def _begin(conn: Any) -> None:
-    """Open the transaction explicitly where the driver would run DDL outside one (sqlite3)."""
+def _begin(conn: Any, family: str) -> None:
+    """Open the transaction explicitly where the driver would run DDL outside one (sqlite3, DuckDB)."""
     import sqlite3
 
-    if isinstance(conn, sqlite3.Connection) and not conn.in_transaction:
+    if family == "duckdb":
+        conn.execute("BEGIN TRANSACTION")
+    elif isinstance(conn, sqlite3.Connection) and not conn.in_transaction:
         # IMMEDIATE: take the write lock now; a deferred transaction that read first fails with
         # "database is locked" instead of waiting when another load writes meanwhile.
         conn.execute("BEGIN IMMEDIATE")
