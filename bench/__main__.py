@@ -5,7 +5,7 @@ and ``bench/results/latest.md`` (the table, how to reproduce it, the machine) fo
 
 ``--quick`` scales every workload down (a smoke run for development; its figures are not the
 reference ones). ``--only a,b`` runs some benchmarks (tokens, triggers, export_memory, throughput,
-fanout, imports, chaos, rps).
+fanout, imports, chaos, rps, triggers_10k).
 """
 
 from __future__ import annotations
@@ -25,7 +25,17 @@ from typing import Any
 from bench.common import RESULTS, machine_info, median, run_worker, worker_env
 from bench.report import GOALS, render_markdown, render_table
 
-ALL = ("tokens", "triggers", "fanout", "rps", "imports", "export_memory", "throughput", "chaos")
+ALL = (
+    "tokens",
+    "triggers",
+    "fanout",
+    "rps",
+    "triggers_10k",
+    "imports",
+    "export_memory",
+    "throughput",
+    "chaos",
+)
 
 
 class Bench:
@@ -129,6 +139,63 @@ def bench_triggers(b: Bench, sb: Any) -> None:
         "runs_created_seconds": round(created, 1),
         "requests": counters["requests"],
         "status": counters["status"],
+        "project_lookups": counters["by_path"].get("/api/project", 0),
+    }
+
+
+def bench_triggers_10k(b: Bench) -> None:
+    """10,000 test-run triggers in one event loop, polling every 2 s, their runs finishing in ~60 s.
+
+    The sandbox's own ceiling for the same poll (``GET .../testRun/{id}/jobs``, 50 clients) is
+    measured on the same sandbox first: the ideal poll rate is ``triggers / poll interval``, capped
+    by what the sandbox serves, so the figure measures the provider, not the emulator.
+    """
+    n, poll = b.size(10_000, 1_000), 2.0
+    # runs queue 20 s then run 40 s: ~60 s from their start to their end
+    with b.sandbox("triggers-10k", runs=b.size(300, 300), seed=0, queue_seconds=20.0, run_seconds=40.0) as sb:
+        sb.clear_faults()
+        os.environ["AIRFLOW_CONN_QUAMOTION_DEFAULT"] = sb.connection_json
+        started = time.monotonic()
+        ids = _create_runs(sb, n)
+        created = time.monotonic() - started
+        ids_file = b.scratch / "trigger-10k-ids.json"
+        ids_file.write_text(json.dumps(ids))
+        from airflow_provider_quamotion.hooks.quamotion import QuamotionHook
+
+        hook = QuamotionHook()
+        jobs_url, token = hook.url_for(f"testRun/{ids[0]}/jobs"), hook.get_token()
+        hook.close()
+        ceiling = run_worker(
+            "rps",
+            ["--url", jobs_url, "--clients", "50", "--seconds", "3"],
+            env=b.env(sb, BENCH_TOKEN=token, BENCH_CA=sb.ca_path),
+        )
+        sb.reset_counters()
+        result = run_worker(
+            "triggers",
+            ["--ids", str(ids_file), "--poll", str(poll), "--deadline", "240"],
+            env=b.env(sb),
+            timeout=900,
+        )
+        counters = sb.counters()
+    polls = sum(v for k, v in counters["by_path"].items() if k.endswith("/jobs"))
+    ideal = min(n / poll, ceiling["rps"])
+    achieved = polls / result["active_seconds_mean"]
+    b.results["trigger_10k_timeouts"] = sum(v for k, v in result["statuses"].items() if k != "success")
+    b.results["trigger_10k_loop_lag_p99_ms"] = round(result["lag_p99_ms"], 1)
+    b.results["trigger_10k_loop_lag_max_ms"] = round(result["lag_max_ms"], 1)
+    b.results["trigger_10k_token_requests"] = counters["tokens_issued"] + counters["logins"]
+    b.results["trigger_10k_requests_per_s_over_ideal"] = round(achieved / ideal, 2)
+    b.details["triggers_10k"] = {
+        **result,
+        "poll_seconds": poll,
+        "runs_created_seconds": round(created, 1),
+        "requests": counters["requests"],
+        "polls": polls,
+        "status": counters["status"],
+        "polls_per_s": round(achieved, 1),
+        "ideal_polls_per_s": round(ideal, 1),
+        "sandbox_jobs_requests_per_s_50_clients": round(ceiling["rps"], 1),
         "project_lookups": counters["by_path"].get("/api/project", 0),
     }
 
@@ -385,6 +452,7 @@ def main() -> None:
                 timed("fanout", lambda: bench_fanout(b, sb))  # before triggers add runs to the list
                 timed("triggers", lambda: bench_triggers(b, sb))
                 timed("rps", lambda: bench_rps(b, sb))  # last: 50 clients' load must not linger into others
+        timed("triggers_10k", lambda: bench_triggers_10k(b))
         timed("imports", lambda: bench_imports(b))
         timed("export_memory", lambda: bench_export_memory(b))
         timed("throughput", lambda: bench_throughput(b))

@@ -14,6 +14,19 @@ GOALS: dict[str, tuple[str, str, float | None]] = {
     "trigger_token_requests": ("token requests, 1,000 test-run triggers polling in one event loop", "<=", 1),
     "trigger_loop_lag_p99_ms": ("event-loop lag p99 during those triggers, ms", "<=", 100),
     "peak_rss_per_trigger_kb": ("peak RSS per trigger, KiB", "report", None),
+    "trigger_10k_timeouts": (
+        "10,000 test-run triggers (poll 2 s, runs ~60 s) in one event loop: timeouts",
+        "==",
+        0,
+    ),
+    "trigger_10k_loop_lag_p99_ms": ("event-loop lag p99 during those 10,000 triggers, ms", "<=", 100),
+    "trigger_10k_loop_lag_max_ms": ("event-loop lag max during those 10,000 triggers, ms", "<=", 1000),
+    "trigger_10k_token_requests": ("token requests of those 10,000 triggers", "<=", 1),
+    "trigger_10k_requests_per_s_over_ideal": (
+        "their polls/s / min(triggers / poll interval, what the sandbox serves)",
+        ">=",
+        0.8,
+    ),
     "export_1m_peak_rss_over_10k": ("peak RSS exporting 1,000,000 test runs / 10,000", "<=", 1.5),
     "export_throughput_vs_naive": ("records/s of the export operator / naive requests + .json()", ">=", 1.0),
     "jobs_fanout_speedup_vs_sequential": ("jobs export, 2,000 runs, 20 ms latency: 8-way / 1-way", ">=", 6),
@@ -117,6 +130,17 @@ def render_markdown(document: dict[str, Any]) -> str:
             f"with {t['statuses']}; {t['requests']} requests ({t['project_lookups']} project look-ups); loop lag "
             f"p50 {t['lag_p50_ms']:.1f} ms, p99 {t['lag_p99_ms']:.1f} ms, max {t['lag_max_ms']:.0f} ms; RSS "
             f"{t['rss_before_kb'] / 1024:.0f} MiB before, {t['rss_peak_kb'] / 1024:.0f} MiB peak."
+        )
+    if "triggers_10k" in d:
+        t = d["triggers_10k"]
+        out.append(
+            f"- 10,000 triggers: {t['triggers']:,} `QuamotionTestRunTrigger`s (poll every {t['poll_seconds']:g} s, "
+            f"runs finishing ~60 s after they start) finished in {t['seconds']:.1f} s with {t['statuses']}; "
+            f"{t['polls']:,} polls, {t['polls_per_s']:,.0f}/s while active (ideal {t['ideal_polls_per_s']:,.0f}/s: "
+            f"triggers / interval, capped by the sandbox's own {t['sandbox_jobs_requests_per_s_50_clients']:,.0f} "
+            f"req/s for the same request); loop lag p50 {t['lag_p50_ms']:.1f} ms, p99 {t['lag_p99_ms']:.1f} ms, "
+            f"max {t['lag_max_ms']:.0f} ms; RSS {t['rss_before_kb'] / 1024:.0f} MiB before, "
+            f"{t['rss_peak_kb'] / 1024:.0f} MiB peak ({t['peak_rss_per_trigger_kb']:.1f} KiB per trigger)."
         )
     if "export_memory" in d:
         parts = [

@@ -126,13 +126,19 @@ def cmd_triggers(args: argparse.Namespace) -> None:
                 if n % 10 == 0:
                     rss_samples.append(current_rss_kb())
 
+        active: list[float] = []
+
         async def one(test_run_id: str) -> str:
             trigger = QuamotionTestRunTrigger(
                 test_run_id, poll_interval=args.poll, deadline=time.time() + args.deadline
             )
-            async for event in trigger.run():
-                return str(event.payload["status"])
-            return "no event"
+            begun = time.perf_counter()
+            try:
+                async for event in trigger.run():
+                    return str(event.payload["status"])
+                return "no event"
+            finally:
+                active.append(time.perf_counter() - begun)
 
         before = current_rss_kb()
         ticking = asyncio.create_task(ticker())
@@ -158,6 +164,7 @@ def cmd_triggers(args: argparse.Namespace) -> None:
             "rss_before_kb": before,
             "rss_peak_kb": peak,
             "peak_rss_per_trigger_kb": (peak - before) / max(1, len(ids)),
+            "active_seconds_mean": sum(active) / max(1, len(active)),
         }
 
     emit(asyncio.run(main()))

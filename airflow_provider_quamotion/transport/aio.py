@@ -8,10 +8,12 @@ contexts are shared per event loop and per credentials identity.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import ssl
 import threading
 import weakref
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -23,6 +25,7 @@ from airflow_provider_quamotion.transport.jsonio import MAX_BODY_BYTES, body_bud
 from airflow_provider_quamotion.transport.policy import (
     _DEFAULT_PORTS,
     ASYNC_POOL_SIZE,
+    ASYNC_SHARD_SIZE,
     RetryableFailure,
     TokenProvider,
     attempt_timeout,
@@ -87,6 +90,89 @@ def ssl_context(verify: bool | str) -> ssl.SSLContext | bool:
                 del _SSL_CONTEXTS[stale]
             _SSL_CONTEXTS[key] = context
         return context
+
+
+def sharded_transport(
+    make: Callable[[httpx.Limits], httpx.AsyncBaseTransport],
+    connections: int = ASYNC_POOL_SIZE,
+    shard_size: int = ASYNC_SHARD_SIZE,
+) -> httpx.AsyncBaseTransport:
+    """An ``httpx`` transport of ``connections`` connections in pools of at most ``shard_size``.
+
+    httpcore scans every connection of its pool when a request is assigned and when one is released
+    (and, for each idle connection, counts the idle ones again), so one pool of 100 connections spends
+    more CPU choosing a connection than sending the request (encode/httpcore#1035). Each request goes
+    to the shard with the fewest requests in flight; every connection is kept alive (triggers
+    sharing one client poll in bursts, and httpx's default, 20 kept of 100, would redo TLS handshakes
+    on each burst).
+
+    :param make: builds one shard's transport with the given limits.
+    :param connections: connections in all.
+    :param shard_size: connections per shard.
+    """
+    import httpx
+
+    count = max(1, -(-connections // shard_size))
+    size = -(-connections // count)
+    limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+    shards = [make(limits) for _ in range(count)]
+    return shards[0] if count == 1 else _sharded_class()(shards)
+
+
+@functools.cache
+def _sharded_class() -> Callable[[list[httpx.AsyncBaseTransport]], httpx.AsyncBaseTransport]:
+    """The sharded transport's classes, defined on first use (``httpx`` is imported lazily)."""
+    import httpx
+
+    class Released(httpx.AsyncByteStream):
+        """A response body that gives its shard's slot back when closed."""
+
+        def __init__(self, inner: httpx.AsyncByteStream, release: Callable[[], None]) -> None:
+            self.inner, self.release = inner, release
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            async for chunk in self.inner:
+                yield chunk
+
+        async def aclose(self) -> None:
+            try:
+                await self.inner.aclose()
+            finally:
+                self.release()
+                self.release = _nothing
+
+    class Sharded(httpx.AsyncBaseTransport):
+        """Requests spread over several transports, each to the one with the fewest in flight."""
+
+        def __init__(self, shards: list[httpx.AsyncBaseTransport]) -> None:
+            self.shards = shards
+            self.busy = [0] * len(shards)
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            k = min(range(len(self.busy)), key=self.busy.__getitem__)
+            self.busy[k] += 1
+
+            def release() -> None:
+                self.busy[k] -= 1
+
+            try:
+                response = await self.shards[k].handle_async_request(request)
+            except BaseException:
+                release()
+                raise
+            assert isinstance(response.stream, httpx.AsyncByteStream)
+            response.stream = Released(response.stream, release)
+            return response
+
+        async def aclose(self) -> None:
+            for shard in self.shards:
+                await shard.aclose()
+
+    return Sharded
+
+
+def _nothing() -> None:
+    return None
 
 
 @dataclass
@@ -159,20 +245,22 @@ class AsyncQuamotionClient:
             url = request.url
             check_connects_to((url.scheme, url.host, url.port or _DEFAULT_PORTS.get(url.scheme, 0)), origin)
 
-        mounts = {
-            f"{scheme}://": httpx.AsyncHTTPTransport(proxy=url, verify=context)
-            for scheme, url in (self.settings.proxies or {}).items()
-        }
+        def transport(proxy: str | None) -> httpx.AsyncBaseTransport:
+            return sharded_transport(
+                lambda limits: httpx.AsyncHTTPTransport(
+                    verify=context, trust_env=False, limits=limits, proxy=proxy
+                )
+            )
+
+        mounts = {f"{scheme}://": transport(url) for scheme, url in (self.settings.proxies or {}).items()}
         return httpx.AsyncClient(
             verify=context,
             timeout=self.settings.timeout,
             trust_env=False,
             follow_redirects=False,
+            transport=transport(None),
             mounts=mounts or None,
             event_hooks={"request": [guard]},
-            # keep every pooled connection alive: triggers sharing one client poll in bursts, and
-            # httpx's default (20 kept of 100) would redo TLS handshakes on each burst
-            limits=httpx.Limits(max_connections=ASYNC_POOL_SIZE, max_keepalive_connections=ASYNC_POOL_SIZE),
         )
 
     async def aclose(self) -> None:

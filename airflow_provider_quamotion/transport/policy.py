@@ -203,6 +203,8 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "TRACE"})
 DEFAULT_POOL_SIZE = 32
 #: Connections an async client (shared by the triggers of one connection in a triggerer) may hold.
 ASYNC_POOL_SIZE = 100
+#: Connections per pool shard of an async client (see :func:`~.aio.sharded_transport`).
+ASYNC_SHARD_SIZE = 10
 
 
 class TokenProvider(Protocol):
