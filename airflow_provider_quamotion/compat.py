@@ -52,6 +52,7 @@ __all__ = [
     "BaseHook",
     "ResumableJobMixin",
     "TaskDeferred",
+    "aget_connection",
     "conf",
     "connection_form_widgets",
     "connection_ui_field_behaviour",
@@ -116,6 +117,23 @@ def log_degraded(feature: str, consequence: str) -> bool:
 
     log.warning("Airflow %s has no %s: %s", airflow.__version__, feature, consequence)
     return True
+
+
+async def aget_connection(hook: Any, conn_id: str) -> Any:
+    """Read a connection from inside an event loop (a trigger) without blocking it.
+
+    Airflow 3.1+ has ``BaseHook.aget_connection``; 3.0 has only the blocking lookup, which runs in a
+    worker thread through asgiref's ``sync_to_async`` (what Airflow 3.0's own triggers do).
+
+    :param hook: the hook (or hook class) whose connection lookup to use.
+    :param conn_id: the connection ID.
+    """
+    aget = getattr(hook, "aget_connection", None)
+    if aget is not None:
+        return await aget(conn_id)
+    from asgiref.sync import sync_to_async
+
+    return await sync_to_async(hook.get_connection)(conn_id)
 
 
 def _connection_type() -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import threading
 import warnings
 from pathlib import Path
 
@@ -132,3 +133,26 @@ def test_the_hook_defines_the_form_methods_only_where_airflow_reads_them() -> No
     if not compat.DECLARATIVE_CONNECTION_FORM:
         assert QuamotionHook.get_ui_field_behaviour() == compat.connection_ui_field_behaviour()
         assert set(QuamotionHook.get_connection_form_widgets()) == set(compat.connection_form_widgets())
+
+
+async def test_aget_connection_reads_the_connection_inside_an_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_COMPAT_PROBE", json.dumps({"conn_type": "quamotion", "host": "https://probe.invalid"})
+    )
+    conn = await compat.aget_connection(compat.BaseHook, "compat_probe")
+    assert conn.host == "https://probe.invalid"
+
+
+async def test_without_aget_connection_the_lookup_runs_off_the_event_loop() -> None:
+    """Airflow 3.0's hooks have only the blocking lookup: it runs in a worker thread, not the loop's."""
+
+    class BlockingOnly:
+        @staticmethod
+        def get_connection(conn_id: str) -> tuple[str, int]:
+            return conn_id, threading.get_ident()
+
+    conn_id, thread = await compat.aget_connection(BlockingOnly, "compat_probe")
+    assert conn_id == "compat_probe"
+    assert thread != threading.get_ident()

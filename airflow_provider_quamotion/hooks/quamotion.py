@@ -604,7 +604,7 @@ class QuamotionAsyncHook(_QuamotionHookBase):
                 self._client_lock = asyncio.Lock()
             async with self._client_lock:
                 if self._client is None:
-                    conn = await self.aget_connection(self.quamotion_conn_id)
+                    conn = await compat.aget_connection(self, self.quamotion_conn_id)
                     settings = _settings_of(conn, self.quamotion_conn_id, self._overrides)
                     # loading a CA bundle costs milliseconds of CPU: once per process, off the loop
                     await asyncio.to_thread(ssl_context, settings.verify)
