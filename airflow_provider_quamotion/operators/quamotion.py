@@ -46,8 +46,8 @@ class QuamotionApiOperator(QuamotionBaseOperator):
 
     The reply's JSON (its text when it is not JSON; ``None`` when it is empty) goes to XCom, through
     ``response_filter`` first when given. A value larger than ``max_xcom_bytes`` (its JSON encoding)
-    fails the task without a retry and points to ``output_path`` or the export operator: XCom is for
-    ids, paths and counts. With ``output_path`` the body streams to storage (atomically: a temporary
+    fails the task without a retry and points to ``destination`` or the export operator: XCom is for
+    ids, paths and counts. With ``destination`` the body streams to storage (atomically: a temporary
     object beside the destination, moved into place when complete) and the URI is returned instead.
 
     Retries of the transport (see :mod:`airflow_provider_quamotion.transport`) depend on the method:
@@ -64,9 +64,10 @@ class QuamotionApiOperator(QuamotionBaseOperator):
     :param data: a form or raw body. Templated.
     :param headers: extra headers (``Authorization`` is set by the hook). Templated.
     :param response_filter: ``callable(response) -> value``; its result goes to XCom instead of the
-        parsed body (not allowed with ``output_path``).
-    :param output_path: a local path, a URI or an ``ObjectStoragePath``: stream the body there and
-        return its URI. Templated.
+        parsed body (not allowed with ``destination``).
+    :param destination: a file: a local path, a URI or an ``ObjectStoragePath``; the body streams there
+        and the task returns its URI. Templated.
+    :param output_path: deprecated name of ``destination`` (one release, with a warning).
     :param max_xcom_bytes: the largest value (JSON-encoded, in bytes) pushed to XCom; ``None`` for no limit.
     :param quamotion_conn_id: the Airflow connection ID (templated).
     :param hook_params: per-task overrides of the connection's settings, as for the sensors:
@@ -81,7 +82,7 @@ class QuamotionApiOperator(QuamotionBaseOperator):
         "json",
         "data",
         "headers",
-        "output_path",
+        "destination",
         "quamotion_conn_id",
     )
     template_fields_renderers = {"json": "json", "query_params": "json", "headers": "json"}
@@ -97,17 +98,31 @@ class QuamotionApiOperator(QuamotionBaseOperator):
         data: Any = None,
         headers: Mapping[str, str] | None = None,
         response_filter: Callable[[requests.Response], Any] | None = None,
-        output_path: Any = None,
+        destination: Any = None,
         max_xcom_bytes: int | None = DEFAULT_MAX_XCOM_BYTES,
         quamotion_conn_id: str = DEFAULT_CONN_ID,
         hook_params: Mapping[str, Any] | None = None,
         hook_settings: Mapping[str, Any] | None = None,
+        output_path: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if response_filter is not None and output_path is not None:
+        if output_path is not None:
+            import warnings
+
+            from airflow.exceptions import AirflowProviderDeprecationWarning
+
+            if destination is not None:
+                raise QuamotionConfigError("Pass destination= only (output_path= is its deprecated name).")
+            warnings.warn(
+                "output_path= is deprecated and will be removed in the next release; use destination=.",
+                AirflowProviderDeprecationWarning,
+                stacklevel=2,
+            )
+            destination = output_path
+        if response_filter is not None and destination is not None:
             raise QuamotionConfigError(
-                "response_filter and output_path cannot be combined: with output_path the body streams "
+                "response_filter and destination cannot be combined: with destination the body streams "
                 "to storage and the task returns its URI."
             )
         if max_xcom_bytes is not None and max_xcom_bytes < 0:
@@ -119,26 +134,32 @@ class QuamotionApiOperator(QuamotionBaseOperator):
         self.data = data
         self.headers = headers
         self.response_filter = response_filter
-        self.output_path = output_path
+        self.destination = destination
         self.max_xcom_bytes = max_xcom_bytes
         self.init_quamotion(
             quamotion_conn_id=quamotion_conn_id, hook_params=hook_params, hook_settings=hook_settings
         )
 
+    @property
+    def output_path(self) -> Any:
+        """The former name of :attr:`destination` (read-only; removed in the next release)."""
+        return self.destination
+
     def _request_kwargs(self) -> dict[str, Any]:
         params = check_mapping("query_params", self.query_params)
-        kwargs = {"params": params, "json": self.json, "data": self.data, "headers": self.headers}
+        headers = check_mapping("headers", self.headers)
+        kwargs = {"params": params, "json": self.json, "data": self.data, "headers": headers}
         return {k: v for k, v in kwargs.items() if v is not None}
 
     def execute(self, context: Context) -> Any:
-        """Call the endpoint; return the (filtered) reply, or the URI of ``output_path``."""
+        """Call the endpoint; return the (filtered) reply, or the URI of ``destination``."""
         hook = self.get_hook()
         try:
-            if self.output_path is not None:
+            if self.destination is not None:
                 from airflow_provider_quamotion.storage import uri_of
 
-                hook.download(self.endpoint, self.output_path, method=self.method, **self._request_kwargs())
-                uri = uri_of(self.output_path)
+                hook.download(self.endpoint, self.destination, method=self.method, **self._request_kwargs())
+                uri = uri_of(self.destination)
                 self.log.info("%s %s: the body was written to %s", self.method, self.endpoint, uri)
                 return uri
             if self.response_filter is not None:
@@ -177,8 +198,9 @@ class QuamotionApiOperator(QuamotionBaseOperator):
     def _too_large(self, size: str) -> QuamotionXComTooLargeError:
         return QuamotionXComTooLargeError(
             f"The reply of {self.method} {self.endpoint} is {size}, over the XCom limit of "
-            f"{self.max_xcom_bytes} bytes (max_xcom_bytes). XCom is for small values: set output_path= to "
-            "stream the body to a file or object storage (the task returns its URI), use "
+            f"{self.max_xcom_bytes} bytes (max_xcom_bytes). XCom is for small values: set destination= "
+            "(output_path= before 0.2) to stream the body to a file or object storage (the task returns "
+            "its URI), use "
             "QuamotionExportOperator for lists of records, or pass response_filter= to keep only what "
             "later tasks need."
         )

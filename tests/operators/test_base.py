@@ -167,7 +167,7 @@ def test_start_operator_refuses_a_rendered_app_dict_and_says_to_pass_a_name(mock
         task_id="s", app="{'appId': 'com.shop', 'version': '2'}", test_package="smoke", device_group="g"
     )
     with rm.Mocker() as mocker, pytest.raises(QuamotionConfigError, match="as a name") as err:
-        op._start({}, op.hook)  # type: ignore[arg-type]
+        op.submit_job({})  # type: ignore[arg-type]
     assert "app is the string" in str(err.value) and "render_template_as_native_obj" in str(err.value)
     assert not mocker.called
 

@@ -89,7 +89,7 @@ def test_api_xcom_guard_refuses_large_reply_without_reading_it_all(m: Any) -> No
     with pytest.raises(QuamotionXComTooLargeError) as err:
         op.execute({})
     message = str(err.value)
-    assert "output_path" in message and "QuamotionExportOperator" in message and "65536" in message
+    assert "destination=" in message and "QuamotionExportOperator" in message and "65536" in message
     # the guard is configurable, and None turns it off
     assert (
         len(QuamotionApiOperator(task_id="t", endpoint="testRun", max_xcom_bytes=None).execute({})) == 10_000
@@ -111,28 +111,28 @@ def test_api_xcom_guard_applies_to_filtered_value(m: Any) -> None:
         big.execute({})
 
 
-def test_api_output_path_streams_atomically(m: Any, tmp_path: Path) -> None:
+def test_api_destination_streams_atomically(m: Any, tmp_path: Path) -> None:
     body = b"PK\x03\x04" + os.urandom(300_000)
     m.get(ROOT + "job/5/artifacts", content=body, headers={"Content-Type": "application/zip"})
     target = tmp_path / "out" / "artifacts.zip"
-    op = QuamotionApiOperator(task_id="t", endpoint="job/5/artifacts", output_path=str(target))
+    op = QuamotionApiOperator(task_id="t", endpoint="job/5/artifacts", destination=str(target))
     assert op.execute({}) == f"file://{target}"
     assert target.read_bytes() == body
     # a failed call leaves nothing behind, and an existing file as it was
     m.get(ROOT + "job/6/artifacts", status_code=404, text="no such job")
-    failing = QuamotionApiOperator(task_id="t", endpoint="job/6/artifacts", output_path=str(target))
+    failing = QuamotionApiOperator(task_id="t", endpoint="job/6/artifacts", destination=str(target))
     with pytest.raises(QuamotionApiError):
         failing.execute({})
     assert target.read_bytes() == body
     assert [p.name for p in target.parent.iterdir()] == ["artifacts.zip"]
 
 
-def test_api_output_path_accepts_object_storage_path(m: Any, tmp_path: Path) -> None:
+def test_api_destination_accepts_object_storage_path(m: Any, tmp_path: Path) -> None:
     from airflow.sdk import ObjectStoragePath
 
     m.post(ROOT + "report", json={"ok": True})
     target = ObjectStoragePath(f"file://{tmp_path}/reports/report.json")
-    op = QuamotionApiOperator(task_id="t", endpoint="report", method="POST", json={}, output_path=target)
+    op = QuamotionApiOperator(task_id="t", endpoint="report", method="POST", json={}, destination=target)
     assert op.execute({}) == f"file://{tmp_path}/reports/report.json"
     assert json.loads((tmp_path / "reports" / "report.json").read_text()) == {"ok": True}
     assert [p.name for p in (tmp_path / "reports").iterdir()] == ["report.json"]
@@ -183,7 +183,7 @@ def test_get_answered_503_is_retried(m: Any, sleeps: list[float]) -> None:
 
 def test_api_operator_init_is_offline_and_validates() -> None:
     with rm.Mocker() as mocker:  # no route: any request would raise NoMockAddress
-        op = QuamotionApiOperator(task_id="t", endpoint="testRun", output_path="/tmp/x.json")
+        op = QuamotionApiOperator(task_id="t", endpoint="testRun", destination="/tmp/x.json")
         assert not mocker.called
     assert set(op.template_fields) == {
         "endpoint",
@@ -191,11 +191,27 @@ def test_api_operator_init_is_offline_and_validates() -> None:
         "json",
         "data",
         "headers",
-        "output_path",
+        "destination",
         "quamotion_conn_id",
     }
     with pytest.raises(QuamotionConfigError, match="cannot be combined"):
-        QuamotionApiOperator(task_id="t", endpoint="x", output_path="/tmp/x", response_filter=lambda r: 1)
+        QuamotionApiOperator(task_id="t", endpoint="x", destination="/tmp/x", response_filter=lambda r: 1)
+
+
+def test_api_output_path_is_the_deprecated_name_of_destination() -> None:
+    from airflow.exceptions import AirflowProviderDeprecationWarning
+
+    with pytest.warns(AirflowProviderDeprecationWarning, match="use destination="):
+        op = QuamotionApiOperator(task_id="t", endpoint="testRun", output_path="/tmp/x.json")
+    assert op.destination == op.output_path == "/tmp/x.json"
+    with pytest.raises(QuamotionConfigError, match="destination= only"):
+        QuamotionApiOperator(task_id="t", endpoint="testRun", output_path="/a", destination="/b")
+
+
+def test_api_headers_rendered_to_a_string_are_refused_clearly(m: Any) -> None:
+    op = QuamotionApiOperator(task_id="t", endpoint="testRun", headers="{'X-Trace': '1'}")  # type: ignore[arg-type]
+    with pytest.raises(QuamotionConfigError, match="render_template_as_native_obj"):
+        op.execute({})
 
 
 def test_operator_module_import_is_light() -> None:
