@@ -75,7 +75,9 @@ def lineage_of(destination: Any) -> tuple[str, str]:
     namespace = getattr(path, "namespace", None)
     key = getattr(path, "key", None)
     if namespace is not None and key is not None:
-        return str(namespace), str(key).lstrip("/")
+        # Airflow 3.0's namespace keeps the connection id (s3://aws_default@lake): drop it
+        scheme, sep, store = str(namespace).partition("://")
+        return f"{scheme}{sep}{store.rpartition('@')[2]}", str(key).lstrip("/")
     from urllib.parse import urlsplit
 
     parts = urlsplit(str(path))
