@@ -26,7 +26,10 @@ RUN_AFTER = pendulum.datetime(2026, 12, 1, 23, 10, tz="UTC")
 
 
 def load_dag(dag_id: str) -> Any:
-    from airflow.dag_processing.dagbag import DagBag
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:  # Airflow < 3.2
+        from airflow.models.dagbag import DagBag
 
     bag = DagBag(dag_folder=EXAMPLE_DAGS, safe_mode=False)
     assert not bag.import_errors, bag.import_errors
