@@ -5,7 +5,7 @@ and ``bench/results/latest.md`` (the table, how to reproduce it, the machine) fo
 
 ``--quick`` scales every workload down (a smoke run for development; its figures are not the
 reference ones). ``--only a,b`` runs some benchmarks (tokens, triggers, export_memory, throughput,
-fanout, imports, chaos, rps, triggers_10k).
+fanout, imports, chaos, rps, triggers_10k, s3, warehouse).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import json
 import os
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -35,6 +36,8 @@ ALL = (
     "export_memory",
     "throughput",
     "chaos",
+    "s3",
+    "warehouse",
 )
 
 
@@ -165,11 +168,7 @@ def bench_triggers_10k(b: Bench) -> None:
         hook = QuamotionHook()
         jobs_url, token = hook.url_for(f"testRun/{ids[0]}/jobs"), hook.get_token()
         hook.close()
-        ceiling = run_worker(
-            "rps",
-            ["--url", jobs_url, "--clients", "50", "--seconds", "3"],
-            env=b.env(sb, BENCH_TOKEN=token, BENCH_CA=sb.ca_path),
-        )
+        ceiling = sandbox_rps(jobs_url, b.env(sb, BENCH_TOKEN=token, BENCH_CA=sb.ca_path), "3")
         sb.reset_counters()
         result = run_worker(
             "triggers",
@@ -274,11 +273,37 @@ def bench_rps(b: Bench, sb: Any) -> None:
     token = QuamotionHook().get_token()
     env = b.env(sb, BENCH_TOKEN=token, BENCH_CA=sb.ca_path)
     seconds = "5" if not b.quick else "2"
-    result = run_worker(
-        "rps", ["--url", f"{sb.api_url}/api/version", "--clients", "50", "--seconds", seconds], env=env
-    )
+    result = sandbox_rps(f"{sb.api_url}/api/version", env, seconds)
     b.results["sandbox_requests_per_s_50_clients"] = round(result["rps"], 1)
     b.details["rps"] = result
+
+
+#: Client processes of the sandbox's ceiling measurement: one Python client process tops out before
+#: the server does, so 50 clients are spread over several processes (their rates add up).
+RPS_PROCESSES = 2
+
+
+def sandbox_rps(url: str, env: dict[str, str], seconds: str, clients: int = 50) -> dict[str, Any]:
+    """What the sandbox serves: ``clients`` keep-alive clients in :data:`RPS_PROCESSES` processes."""
+    share = [clients // RPS_PROCESSES + (k < clients % RPS_PROCESSES) for k in range(RPS_PROCESSES)]
+    with ThreadPoolExecutor(RPS_PROCESSES) as pool:
+        parts = list(
+            pool.map(
+                lambda n: run_worker(
+                    "rps", ["--url", url, "--clients", str(n), "--seconds", seconds], env=env
+                ),
+                share,
+            )
+        )
+    return {
+        "requests": sum(p["requests"] for p in parts),
+        "errors": sum(p["errors"] for p in parts),
+        "seconds": max(p["seconds"] for p in parts),
+        "rps": sum(p["rps"] for p in parts),
+        "processes": RPS_PROCESSES,
+        "latency_p50_ms": max(p["latency_p50_ms"] for p in parts),
+        "latency_p99_ms": max(p["latency_p99_ms"] for p in parts),
+    }
 
 
 def bench_imports(b: Bench) -> None:
@@ -351,6 +376,124 @@ def bench_throughput(b: Bench) -> None:
         "naive_records_per_s": round(n_rate),
         "provider_peak_rss_kb": median([r["peak_rss_kb"] for r in provider]),
         "naive_peak_rss_kb": median([r["peak_rss_kb"] for r in naive]),
+    }
+
+
+@contextlib.contextmanager
+def moto_server(b: Bench) -> Iterator[Any]:
+    """moto's S3 server on a free loopback port (the storage tests' own), a ``lake`` bucket in it."""
+    import socket
+
+    from tests.storage.conftest import MotoS3, serve
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    server = Path(sys.executable).with_name("moto_server")
+    log = b.scratch / "moto-access.log"
+    with serve([str(server), "-H", "127.0.0.1", "-p", str(port)], port, log, "moto_server") as process:
+        moto = MotoS3(f"http://127.0.0.1:{port}", log, process)
+        import boto3
+
+        boto3.client(
+            "s3",
+            endpoint_url=moto.url,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        ).create_bucket(Bucket="lake")
+        yield moto
+
+
+def bench_s3(b: Bench) -> None:
+    """Peak RSS of a 500k-run export to S3 (moto's server) over the same export to a local file; the
+    requests one small file costs."""
+    runs = b.size(500_000, 50_000)
+    with moto_server(b) as moto, b.sandbox(f"s3-{runs}", runs=runs, seed=0) as sb:
+        env = b.env(sb, AIRFLOW_CONN_S3_LAKE=moto.connection_json, NO_PROXY="127.0.0.1,localhost")
+        local = b.scratch / "s3-local.jsonl"
+        samples: dict[str, list[dict[str, Any]]] = {"local": [], "s3": []}
+        for _ in range(2):
+            for where, dest in (("local", str(local)), ("s3", "s3://s3_lake@lake/bench/test_runs.jsonl")):
+                samples[where].append(
+                    run_worker("export", ["--resource", "test_runs", "--dest", dest], env=env)
+                )
+        local.unlink(missing_ok=True)
+        small: list[int] = []
+        for n in range(3):
+            mark = moto.mark()
+            run_worker(
+                "export", ["--resource", "projects", "--dest", f"s3://s3_lake@lake/bench/p{n}.jsonl"], env=env
+            )
+            small.append(len(moto.since(mark)))
+    peak = {k: median([s["peak_rss_kb"] for s in v]) for k, v in samples.items()}
+    b.results["s3_export_peak_rss_over_local"] = round(peak["s3"] / peak["local"], 3)
+    b.results["s3_requests_per_small_file"] = median(small)
+    b.details["s3"] = {
+        "runs": runs,
+        "peak_rss_kb": peak,
+        "rows": samples["s3"][0]["rows"],
+        "seconds": {k: [round(s["seconds"], 2) for s in v] for k, v in samples.items()},
+        "small_file_requests": small,
+    }
+
+
+@contextlib.contextmanager
+def bench_postgres(b: Bench) -> Iterator[str]:
+    """A PostgreSQL server of the benchmark's own (scripts/postgres.sh, its own folder and port)."""
+    import socket
+    import subprocess
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    folder = tempfile.mkdtemp(prefix="qm-bench-pg-", dir="/tmp")  # short: the socket lives there
+    env = {**os.environ, "QUAMOTION_PG_DIR": folder, "QUAMOTION_PG_PORT": str(port)}
+    script = Path(__file__).resolve().parent.parent / "scripts" / "postgres.sh"
+    out = subprocess.run(["bash", str(script), "start"], env=env, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"scripts/postgres.sh start failed: {out.stderr}")
+    try:
+        yield out.stdout.strip().splitlines()[-1]
+    finally:
+        subprocess.run(["bash", str(script), "stop"], env=env, capture_output=True, check=False)
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def bench_warehouse(b: Bench) -> None:
+    """The SQL export into PostgreSQL (200k runs, end to end incl. the HTTPS fetch) against fetch-then-COPY
+    and requests + pandas ``to_sql(method="multi")``, side by side."""
+    runs = b.size(200_000, 30_000)
+    with bench_postgres(b) as uri, b.sandbox(f"warehouse-{runs}", runs=runs, seed=0) as sb:
+        from airflow_provider_quamotion.hooks.quamotion import QuamotionHook
+
+        os.environ["AIRFLOW_CONN_QUAMOTION_DEFAULT"] = sb.connection_json
+        hook = QuamotionHook()
+        url, token = hook.url_for("testRun"), hook.get_token()
+        hook.close()
+        env = b.env(sb, BENCH_TOKEN=token, BENCH_CA=sb.ca_path, AIRFLOW_CONN_BENCH_PG=uri)
+        times: dict[str, list[float]] = {"provider": [], "copy": [], "pandas": []}
+        rows: dict[str, int] = {}
+        for n in range(b.size(3, 1)):
+            for name, worker, extra in (
+                ("provider", "sql", ["--sql-conn-id", "bench_pg", "--table", f"runs_provider_{n}"]),
+                ("copy", "copy_baseline", ["--url", url, "--uri", uri, "--table", f"runs_copy_{n}"]),
+                ("pandas", "pandas_baseline", ["--url", url, "--uri", uri, "--table", f"runs_pandas_{n}"]),
+            ):
+                if name == "pandas" and n > 0:
+                    continue  # minutes per run: one sample
+                result = run_worker(worker, extra, env=env, timeout=3600)
+                times[name].append(result["seconds"])
+                rows[name] = result["rows"]
+    seconds = {k: median(v) for k, v in times.items()}
+    b.results["sql_load_ratio_to_copy"] = round(seconds["copy"] / seconds["provider"], 2)
+    b.results["sql_load_ratio_to_pandas"] = round(seconds["pandas"] / seconds["provider"], 2)
+    b.details["warehouse"] = {
+        "runs": runs,
+        "rows": rows,
+        "seconds": {k: [round(t, 2) for t in v] for k, v in times.items()},
     }
 
 
@@ -457,6 +600,8 @@ def main() -> None:
         timed("export_memory", lambda: bench_export_memory(b))
         timed("throughput", lambda: bench_throughput(b))
         timed("chaos", lambda: bench_chaos(b))
+        timed("s3", lambda: bench_s3(b))
+        timed("warehouse", lambda: bench_warehouse(b))
     document = {
         **b.results,
         "goals": {k: v for k, v in GOALS.items() if k in b.results},

@@ -28,6 +28,22 @@ GOALS: dict[str, tuple[str, str, float | None]] = {
         0.8,
     ),
     "export_1m_peak_rss_over_10k": ("peak RSS exporting 1,000,000 test runs / 10,000", "<=", 1.5),
+    "s3_export_peak_rss_over_local": (
+        "peak RSS exporting 500,000 test runs to S3 (moto) / to a local file",
+        "<=",
+        1.2,
+    ),
+    "s3_requests_per_small_file": ("S3 requests of a small file's export (moto's access log)", "<=", 3),
+    "sql_load_ratio_to_copy": (
+        "PostgreSQL, 200,000 runs end to end: fetch-then-COPY time / SQL export time",
+        ">=",
+        1.5,
+    ),
+    "sql_load_ratio_to_pandas": (
+        "the same: requests + pandas to_sql(method='multi') time / SQL export time",
+        ">=",
+        7,
+    ),
     "export_throughput_vs_naive": ("records/s of the export operator / naive requests + .json()", ">=", 1.0),
     "jobs_fanout_speedup_vs_sequential": ("jobs export, 2,000 runs, 20 ms latency: 8-way / 1-way", ">=", 6),
     "jobs_fanout_ratio_to_floor": ("8-way wall time / (requests x latency / 8)", "report", None),

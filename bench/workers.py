@@ -78,6 +78,80 @@ def cmd_export(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_sql(args: argparse.Namespace) -> None:
+    """The SQL export through the operator (fetch and load streamed, one transaction); rows, seconds."""
+    from airflow_provider_quamotion.operators.quamotion import QuamotionExportOperator
+
+    _warm_up()
+    started = time.perf_counter()
+    summary = QuamotionExportOperator(
+        task_id="bench_sql", resource="test_runs", sql_conn_id=args.sql_conn_id, table=args.table
+    ).execute(context={})
+    emit({"rows": summary["rows"], "seconds": time.perf_counter() - started, "peak_rss_kb": peak_rss_kb()})
+
+
+def _fetch_all(url: str) -> list[dict[str, Any]]:
+    """The baselines' fetch: one ``requests`` GET of the whole list, then ``.json()``."""
+    import requests
+
+    session = requests.Session()
+    session.trust_env = False
+    headers = {"Authorization": f"Bearer {os.environ['BENCH_TOKEN']}"}
+    records: list[dict[str, Any]] = session.get(
+        url, headers=headers, verify=os.environ["BENCH_CA"], timeout=600
+    ).json()
+    return records
+
+
+def cmd_copy_baseline(args: argparse.Namespace) -> None:
+    """Fetch the JSON, then ``COPY FROM STDIN`` (psycopg2) into a table of the same columns, as text."""
+    import io
+
+    import psycopg2
+
+    from airflow_provider_quamotion import api
+    from airflow_provider_quamotion.export.columns import cell, to_json
+
+    fields = api.RESOURCES["test_runs"].fields
+    started = time.perf_counter()
+    records = _fetch_all(args.url)
+    buffer = io.StringIO()
+    for record in records:
+        values = [cell(record.get(f)) for f in fields] + [to_json(record)]
+        escaped = (
+            "\\N" if v is None else v.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+            for v in values
+        )
+        buffer.write("\t".join(escaped) + "\n")
+    buffer.seek(0)
+    with psycopg2.connect(args.uri) as conn, conn.cursor() as cur:
+        columns = ", ".join(f'"{c}"' for c in (*fields, "_record"))
+        cur.execute(f"DROP TABLE IF EXISTS {args.table}")
+        cur.execute(f"CREATE TABLE {args.table} ({', '.join(f'{c} TEXT' for c in columns.split(', '))})")
+        cur.copy_expert(f"COPY {args.table} ({columns}) FROM STDIN", buffer)
+    emit({"rows": len(records), "seconds": time.perf_counter() - started, "peak_rss_kb": peak_rss_kb()})
+
+
+def cmd_pandas_baseline(args: argparse.Namespace) -> None:
+    """Fetch the JSON with ``requests``, then ``pandas.DataFrame.to_sql(method="multi")`` (SQLAlchemy)."""
+    import pandas as pd
+    import sqlalchemy
+
+    from airflow_provider_quamotion.export.columns import to_json
+
+    started = time.perf_counter()
+    records = _fetch_all(args.url)
+    frame = pd.DataFrame.from_records(records)
+    for column in frame.columns:  # nested values (jobs, ...) as JSON text: to_sql cannot bind lists
+        if frame[column].map(lambda v: isinstance(v, dict | list)).any():
+            frame[column] = frame[column].map(lambda v: None if v is None else to_json(v))
+    engine = sqlalchemy.create_engine(args.uri.replace("postgresql://", "postgresql+psycopg2://", 1))
+    with engine.begin() as conn:
+        frame.to_sql(args.table, conn, if_exists="replace", index=False, method="multi", chunksize=1000)
+    engine.dispose()
+    emit({"rows": len(records), "seconds": time.perf_counter() - started, "peak_rss_kb": peak_rss_kb()})
+
+
 def cmd_naive(args: argparse.Namespace) -> None:
     """The naive way: ``requests.get(url).json()`` then a write loop, on the same data."""
     import requests
@@ -290,6 +364,16 @@ def main() -> None:
     p.add_argument("--max-concurrency", type=int, default=8)
     p.add_argument("--warm", action="store_true")
     p.set_defaults(fn=cmd_export)
+    p = sub.add_parser("sql")
+    p.add_argument("--sql-conn-id", required=True)
+    p.add_argument("--table", required=True)
+    p.set_defaults(fn=cmd_sql)
+    for name, fn in (("copy_baseline", cmd_copy_baseline), ("pandas_baseline", cmd_pandas_baseline)):
+        p = sub.add_parser(name)
+        p.add_argument("--url", required=True)
+        p.add_argument("--uri", required=True)
+        p.add_argument("--table", required=True)
+        p.set_defaults(fn=fn)
     p = sub.add_parser("naive")
     p.add_argument("--url", required=True)
     p.add_argument("--dest", required=True)

@@ -132,3 +132,66 @@ def test_a_failed_export_stops_its_workers(
     # the other workers really were retrying when the export failed
     assert sb.counters()["status"].get("503", 0) >= 3
     assert sum(1 for name in sends if name.startswith(WORKER_PREFIX)) < 4 * 50
+
+
+def test_a_request_waiting_on_a_retry_gives_its_slot_to_the_others(
+    sandbox_conn: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``max_concurrency`` bounds the requests on the wire, not the waits: while one run's request
+    waits out a ``Retry-After``, both slots keep serving other runs, and never more than two are sent
+    at once."""
+    sb = sandbox_conn
+    concurrency = 2
+    since, until = window_of(sb, 0, 120)
+    slow = next(iter(sb.expected_test_runs(since, until)))["testRunId"]
+    sb.set_faults(
+        {
+            "rules": [
+                {"path": f"{slow}/jobs$", "sequence": [503], "retry_after": 1},
+                {"path": r"/jobs$", "latency_ms": 20},
+            ]
+        }
+    )
+    lock = threading.Lock()
+    on_wire: set[str] = set()
+    most = 0
+    overlapping_during_wait = 0
+    waiting = threading.Event()
+    original_send = requests.adapters.HTTPAdapter.send
+
+    def counted_send(self: requests.adapters.HTTPAdapter, request: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal most, overlapping_during_wait
+        mine = str(request.url).endswith(f"{slow}/jobs")
+        if mine and waiting.is_set():
+            waiting.clear()  # the retry: the wait is over
+        with lock:
+            on_wire.add(threading.current_thread().name)
+            most = max(most, len(on_wire))
+            if waiting.is_set() and len(on_wire) == concurrency:
+                overlapping_during_wait += 1
+        try:
+            response = original_send(self, request, *args, **kwargs)
+        finally:
+            with lock:
+                on_wire.discard(threading.current_thread().name)
+        if mine and response.status_code == 503:
+            waiting.set()  # from now until the retry, this run's thread waits without a slot
+        return response
+
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", counted_send)
+    target = tmp_path / "jobs.jsonl"
+    summary = QuamotionExportOperator(
+        task_id="t",
+        resource="jobs",
+        destination=str(target),
+        since=since,
+        until=until,
+        max_concurrency=concurrency,
+    ).execute({})
+
+    expected = expected_jobs(sb, since, until)
+    assert summary["rows"] == len(expected)
+    assert [json.loads(line) for line in target.read_text().splitlines()] == expected
+    assert sb.counters()["status"].get("503") == 1
+    assert most <= concurrency  # never more requests on the wire than max_concurrency
+    assert overlapping_during_wait > 0  # both slots were busy with other runs during the wait
