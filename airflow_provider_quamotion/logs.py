@@ -245,8 +245,8 @@ class JobLogFollower:
                 for index, line in enumerate(stream):
                     if not self._line(job_id, index, line):
                         return
-        except QuamotionError as err:
-            if time.time() < until:
+        except Exception as err:  # following the logs never fails the wait
+            if not isinstance(err, QuamotionError) or time.time() < until:
                 self._failed(job_id, err)
             return  # at the deadline: followed again at the next interval
         with self._lock:
@@ -305,8 +305,8 @@ class JobLogFollower:
                     if not self._line(job_id, index, line):
                         return
                     index += 1
-        except QuamotionError as err:
-            if time.time() < until:
+        except Exception as err:  # following the logs never fails the wait
+            if not isinstance(err, QuamotionError) or time.time() < until:
                 self._failed(job_id, err)
             return
         finally:
