@@ -123,14 +123,20 @@ async def aget_connection(hook: Any, conn_id: str) -> Any:
     """Read a connection from inside an event loop (a trigger) without blocking it.
 
     Airflow 3.1+ has ``BaseHook.aget_connection``; 3.0 has only the blocking lookup, which runs in a
-    worker thread through asgiref's ``sync_to_async`` (what Airflow 3.0's own triggers do).
+    worker thread through asgiref's ``sync_to_async`` (what Airflow 3.0's own triggers do). So does
+    3.1.0's outside a supervised process (no triggerer: its ``aget_connection`` fails to import the
+    supervisor's channel, where its blocking lookup reads the secrets backends).
 
     :param hook: the hook (or hook class) whose connection lookup to use.
     :param conn_id: the connection ID.
     """
     aget = getattr(hook, "aget_connection", None)
     if aget is not None:
-        return await aget(conn_id)
+        try:
+            return await aget(conn_id)
+        except ImportError:
+            if AIRFLOW_V_3_2_PLUS:
+                raise
     from asgiref.sync import sync_to_async
 
     return await sync_to_async(hook.get_connection)(conn_id)

@@ -156,3 +156,22 @@ async def test_without_aget_connection_the_lookup_runs_off_the_event_loop() -> N
     conn_id, thread = await compat.aget_connection(BlockingOnly, "compat_probe")
     assert conn_id == "compat_probe"
     assert thread != threading.get_ident()
+
+
+async def test_an_aget_connection_without_a_supervisor_falls_back_below_3_2() -> None:
+    """3.1.0's ``aget_connection`` outside a triggerer fails importing the supervisor's channel."""
+
+    class NoSupervisor:
+        @staticmethod
+        async def aget_connection(conn_id: str) -> str:
+            raise ImportError("cannot import name 'SUPERVISOR_COMMS'")
+
+        @staticmethod
+        def get_connection(conn_id: str) -> str:
+            return f"blocking {conn_id}"
+
+    if compat.AIRFLOW_V_3_2_PLUS:
+        with pytest.raises(ImportError, match="SUPERVISOR_COMMS"):
+            await compat.aget_connection(NoSupervisor, "compat_probe")
+    else:
+        assert await compat.aget_connection(NoSupervisor, "compat_probe") == "blocking compat_probe"
