@@ -233,7 +233,13 @@ class ProjectStore:
         cron = body.get("schedule") or ""
         if not isinstance(cron, str) or (cron and not _CRON.match(cron.strip())):
             raise BadRequest(f"schedule must be '' (run now) or a cron expression, got {cron!r}")
-        params = body.get("testScriptParameters") or ""
+        # the Bitrise start step sends them inside testPackage (no top-level field)
+        nested = body.get("testPackage")
+        params = (
+            body.get("testScriptParameters")
+            or (nested.get("testScriptParameters") if isinstance(nested, dict) else None)
+            or ""
+        )
         if not isinstance(params, str):
             raise BadRequest("testScriptParameters must be a string")
         schedule_id = self._add_schedule(cron.strip(), app) if cron else None

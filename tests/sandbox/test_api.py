@@ -320,3 +320,22 @@ def test_uploaded_test_packages_keep_their_extension(api: requests.Session, proj
     (package,) = api.post(project_url + qapi.TEST_PACKAGES, files=files).json()
     assert package["name"] == "genymotiontest.ps1"
     assert package["testPackageType"] == "PowerShellScript"
+
+
+def test_live_log_replays_from_the_start_on_each_request(
+    sandbox_faultfree: Sandbox, api: requests.Session, project_url: str
+):
+    """What a reconnecting follower (logs.JobLogFollower) relies on: each request starts at line 1."""
+    run = api.post(project_url + qapi.TEST_RUNS, json=run_request(sandbox_faultfree)).json()
+    deadline = time.monotonic() + 10
+    jobs: list = []
+    while not jobs and time.monotonic() < deadline:
+        jobs = api.get(project_url + qapi.test_run_jobs(run["testRunId"])).json()
+        time.sleep(0.05)
+    url = project_url + qapi.job_log(jobs[0]["id"], live=True)
+    with api.get(url, stream=True, timeout=10) as first:
+        head = next(first.iter_lines(decode_unicode=True))
+    with api.get(url, stream=True, timeout=10) as again:
+        replay = [line for line in again.iter_lines(decode_unicode=True)]
+    assert head.startswith(f"Quamotion sandbox runner: job {jobs[0]['id']}")
+    assert replay[0] == head and replay[-1] == "Job finished: success"

@@ -173,3 +173,29 @@ def test_java_client_flow_as_the_jenkins_plugin_drives_it(
     for past in listed[1:4]:
         for job in plain.get(f"{base}testRun/{past['testRunId']}/jobs", headers=bearer).json():
             assert -(2**31) <= job["id"] < 2**31
+
+
+def test_bitrise_script_parameters_inside_the_test_package_are_read(
+    sandbox_faultfree: Sandbox, plain: requests.Session
+):
+    """The Bitrise start step puts ``testScriptParameters`` inside ``testPackage`` (none at the top)."""
+    sb = sandbox_faultfree
+    bearer = {"Authorization": f"Bearer {_login(sb, plain, 'apiKey')}"}
+    base = sb.api_url + plain.get(sb.api_url + "/api/project", headers=bearer).json()[0]["relativeUrl"]
+    app = plain.get(base + "api/app", headers=bearer).json()[0]
+    package = plain.get(base + "api/testPackage", headers=bearer).json()[0]
+    group = next(g.record for g in sb.data.device_groups if g.operating_system == app["operatingSystem"])
+    body = {
+        "app": {"operatingSystem": app["operatingSystem"], "appId": app["appId"], "version": app["version"]},
+        "testPackage": {
+            "name": package["name"],
+            "version": package["version"],
+            "testScriptParameters": "-Fail",
+        },
+        "deviceGroupId": group["deviceGroupId"],
+    }
+    run = plain.post(base + "api/testRun", headers=bearer, json=body).json()
+    job = _wait_for_first_job(plain, f"{base}api/testRun/{run['testRunId']}/jobs", bearer)
+    with plain.get(f"{base}api/job/{job['id']}/log/live", headers=bearer, stream=True, timeout=30) as live:
+        text = b"".join(live.iter_content(None)).decode()
+    assert text.rstrip("\n").splitlines()[-1] == "Job finished: failed"
