@@ -13,3 +13,11 @@ def test_the_deadline_passing_before_a_poll_keeps_the_real_reason() -> None:
     assert poll_failure(late, outage) == outage
     assert poll_failure(late, None).startswith("QuamotionTimeoutError: ")
     assert poll_failure(QuamotionApiError("HTTP 503", status=503), outage) == "QuamotionApiError: HTTP 503"
+
+
+def test_scheduled_timezone_is_a_setting_a_deferrable_task_may_carry() -> None:
+    from airflow_provider_quamotion.runs import check_hook_params, hook_overrides, safe_hook_settings
+
+    params = {"scheduled_timezone": "Europe/Brussels"}
+    assert check_hook_params(params, deferrable=True) == params
+    assert hook_overrides(safe_hook_settings(params)) == params

@@ -780,3 +780,29 @@ def test_whole_body_reads_have_a_byte_budget(mocked_connection: None) -> None:
             hook.get_job_log(7, max_bytes=100)
         assert hook.get_job_log(7) == "line\n" * 100
         assert len(hook.get_json("deviceGroup", max_bytes=len(huge))) == 1_000_001
+
+
+def test_stream_job_log_lines_and_budget_with_requests_mock() -> None:
+    """``log/live`` as the Bitrise step reads it: lines as they come, cut at the byte budget."""
+    log = (
+        "Quamotion runner: job 58189675\r\nInstalling demo.quamotion.Acquaint 151\nScenario 1: passed\n"
+        "Job finished: failed"  # no final newline: the last line still comes
+    )
+    with rm.Mocker() as m:
+        mock_aad(m)
+        mock_projects(m)
+        live = m.get(f"{HOST}/project/acme/api/job/58189675/log/live", content=log.encode())
+        hook = _hook()
+        assert list(hook.stream_job_log(58189675)) == [
+            "Quamotion runner: job 58189675",
+            "Installing demo.quamotion.Acquaint 151",
+            "Scenario 1: passed",
+            "Job finished: failed",
+        ]
+        assert list(hook.stream_job_log(58189675, max_bytes=40)) == [
+            "Quamotion runner: job 58189675",
+            "Installi",  # the last partial line, cut at the budget (32 + 8 bytes)
+        ]
+        assert live.call_count == 2
+        with pytest.raises(ValueError, match="max_bytes"):
+            list(hook.stream_job_log(1, max_bytes=-1))
