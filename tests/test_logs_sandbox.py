@@ -109,23 +109,27 @@ def test_sensor_with_follow_logs_off_shows_none(
     assert "/log/live" not in str(sandbox_conn.counters()["by_path"])
 
 
+def waiting_operator(**kwargs: Any) -> QuamotionStartTestRunOperator:
+    """A start operator that waits in the worker, its log routed to caplog (its wait is what runs)."""
+    op = QuamotionStartTestRunOperator(
+        task_id="start",
+        app="x",
+        test_package="y",
+        device_group="z",
+        wait_for_completion=True,
+        poke_interval=0.2,
+        timeout=60,
+        **kwargs,
+    )
+    return into_caplog(op)
+
+
 def test_operator_wait_shows_the_lines_within_its_budget(
     sandbox_conn: Sandbox, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    hook = QuamotionHook()
-    op = QuamotionStartTestRunOperator(
-        task_id="start",
-        app=hook.list_applications()[0],
-        test_package=hook.list_test_packages()[0],
-        device_group=hook.list_device_groups()[0],
-        wait_for_completion=True,
-        poke_interval=0.2,
-        timeout=60,
-        log_budget_bytes=150,
-    )
     run_id = start_run()
-    assert into_caplog(op).wait_in_worker({}, hook, run_id) == run_id
+    assert waiting_operator(log_budget_bytes=150).wait_in_worker({}, QuamotionHook(), run_id) == run_id
     shown = job_lines(caplog)
     whole = whole_logs(run_id)
     assert shown and sum(len(line.encode()) + 1 for lines in shown.values() for line in lines) <= 150
@@ -138,18 +142,9 @@ def test_operator_wait_with_a_large_budget_shows_whole_logs(
     sandbox_conn: Sandbox, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    hook = QuamotionHook()
-    op = QuamotionStartTestRunOperator(
-        task_id="start",
-        app="x",
-        test_package="y",
-        device_group="z",
-        wait_for_completion=True,
-        poke_interval=0.2,
-    )
     run_id = start_run("fail")
     with pytest.raises(AirflowFailException, match="did not pass"):
-        into_caplog(op).wait_in_worker({}, hook, run_id)
+        waiting_operator().wait_in_worker({}, QuamotionHook(), run_id)
     assert job_lines(caplog) == whole_logs(run_id)
     assert any("FAILED: element not found" in line for lines in job_lines(caplog).values() for line in lines)
 

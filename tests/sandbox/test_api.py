@@ -179,15 +179,21 @@ def test_job_statuses_pass_through_pending_and_running(
     assert statuses == ["pending", "running", "success"]
 
 
-def test_live_log_streams_while_the_job_runs(
-    sandbox_faultfree: Sandbox, api: requests.Session, project_url: str
-):
-    run = api.post(project_url + qapi.TEST_RUNS, json=run_request(sandbox_faultfree)).json()
+def started_jobs(sb: Sandbox, api: requests.Session, project_url: str) -> list:
+    """The jobs of a run started now, once it has some (it is queued first)."""
+    run = api.post(project_url + qapi.TEST_RUNS, json=run_request(sb)).json()
     deadline = time.monotonic() + 10
     jobs: list = []
     while not jobs and time.monotonic() < deadline:
         jobs = api.get(project_url + qapi.test_run_jobs(run["testRunId"])).json()
         time.sleep(0.05)
+    return jobs
+
+
+def test_live_log_streams_while_the_job_runs(
+    sandbox_faultfree: Sandbox, api: requests.Session, project_url: str
+):
+    jobs = started_jobs(sandbox_faultfree, api, project_url)
     chunks: list[tuple[float, str]] = []
     with api.get(project_url + qapi.job_log(jobs[0]["id"], live=True), stream=True, timeout=10) as response:
         assert response.status_code == 200
@@ -326,12 +332,7 @@ def test_live_log_replays_from_the_start_on_each_request(
     sandbox_faultfree: Sandbox, api: requests.Session, project_url: str
 ):
     """What a reconnecting follower (logs.JobLogFollower) relies on: each request starts at line 1."""
-    run = api.post(project_url + qapi.TEST_RUNS, json=run_request(sandbox_faultfree)).json()
-    deadline = time.monotonic() + 10
-    jobs: list = []
-    while not jobs and time.monotonic() < deadline:
-        jobs = api.get(project_url + qapi.test_run_jobs(run["testRunId"])).json()
-        time.sleep(0.05)
+    jobs = started_jobs(sandbox_faultfree, api, project_url)
     url = project_url + qapi.job_log(jobs[0]["id"], live=True)
     with api.get(url, stream=True, timeout=10) as first:
         head = next(first.iter_lines(decode_unicode=True))
