@@ -3,7 +3,7 @@
 
 * `QuamotionApiOperator` calls an endpoint: `"/api/version"` resolves from the host root,
   `"deviceGroup"` against the project's API root. The (small) result goes to XCom; a large body goes
-  to `output_path` (storage) and only its URI to XCom.
+  to `destination` (storage) and only its URI to XCom.
 * `QuamotionSensor` waits until a condition on an endpoint's JSON holds. In deferrable mode the
   trigger fetches and the worker judges, so your `response_check` callable never travels to the
   triggerer.
@@ -50,7 +50,7 @@ def quamotion_api_and_sensor() -> None:
         task_id="all_test_runs_to_storage",
         endpoint="testRun",
         # run_after, not ds: a run triggered without a date has no logical date (ds is undefined).
-        output_path=EXPORT_BASE + "/raw/{{ dag_run.run_after | ds }}/testRun.json",
+        destination=EXPORT_BASE + "/raw/{{ dag_run.run_after | ds }}/testRun.json",
     )
     # --8<-- [end:api_operator]
 

@@ -240,7 +240,9 @@ class QuamotionExportOperator(QuamotionBaseOperator):
     ``sqlite:///path/to.db/table``), and the event's extra is ``{"rows", "since", "until", "resource",
     "format"}``. The event goes through the ``AssetAlias`` ``asset_alias`` (an outlet of the task,
     default ``quamotion_export__{dag_id}__{task_id}``), since a templated destination is only known
-    when the task runs; every ``Asset`` given in ``outlets`` gets the same extra.
+    when the task runs; every ``Asset`` given in ``outlets`` gets the same extra. A mapped export
+    (``partial().expand()``) is built only when it runs, so declare its alias at parse time:
+    ``partial(asset_alias="runs", outlets=[AssetAlias("runs")])``.
 
     :param resource: ``test_runs``, ``jobs`` (one row per job, its run's ``testRunId`` added),
         ``applications``, ``test_packages``, ``device_groups``, ``schedules`` or ``projects``. Templated.
@@ -362,7 +364,9 @@ class QuamotionExportOperator(QuamotionBaseOperator):
         if self.emit_asset_event:
             from airflow.sdk import AssetAlias
 
-            self.outlets = [*self.outlets, AssetAlias(self.asset_alias)]
+            alias = AssetAlias(self.asset_alias)
+            if alias not in self.outlets:  # a mapped task declares it in partial(outlets=...)
+                self.outlets = [*self.outlets, alias]
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Run the export; returns the XCom summary (and emits the destination's Asset event)."""
