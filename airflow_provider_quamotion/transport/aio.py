@@ -30,6 +30,7 @@ from airflow_provider_quamotion.transport.policy import (
     TokenProvider,
     attempt_timeout,
     check_connects_to,
+    dropped_retry_after,
     error_for_status,
     is_certificate_failure,
     resolve_url,
@@ -380,7 +381,7 @@ class AsyncQuamotionClient:
                 if is_certificate_failure(exc):
                     raise failure from exc  # a certificate problem does not go away by retrying
                 if retry_decision(policy, method, sent=_httpx_failure_sent(exc)):
-                    raise RetryableFailure(failure) from exc
+                    raise RetryableFailure(failure, dropped_retry_after(exc)) from exc
                 raise failure from exc
             status = response.status_code
             if status >= 400:

@@ -264,6 +264,30 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+#: Exceptions (anywhere in a failure's cause chain) of a connection the server closed without a reply.
+_DROPPED = ("RemoteDisconnected", "RemoteProtocolError", "ConnectionResetError", "BrokenPipeError")
+
+
+def dropped_retry_after(exc: BaseException) -> float | None:
+    """``0.0`` when ``exc`` is a connection closed without a reply, else ``None`` (no ``Retry-After``).
+
+    Such a failure is retried like ``Retry-After: 0``, after the policy's small growing floor rather
+    than the full backoff: it is most often a kept-alive connection the server (or a proxy) had
+    closed, and the next attempt opens a fresh one. Timeouts, refused connections and 5xx without
+    ``Retry-After`` keep the exponential backoff: there the server may be struggling.
+
+    :param exc: the transport failure.
+    """
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if type(cause).__name__ in _DROPPED or "without response" in str(cause):
+            return 0.0
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 def wait_seconds(policy: RetryPolicy, attempt: int, retry_after: float | None) -> float:
     """How long to wait before attempt ``attempt + 1``: ``Retry-After`` if given, else full jitter."""
     if retry_after is not None:

@@ -27,6 +27,7 @@ from airflow_provider_quamotion.transport.policy import (
     attempt_timeout,
     check_destination,
     destination_of,
+    dropped_retry_after,
     error_for_status,
     origin_of,
     resolve_url,
@@ -203,7 +204,7 @@ class QuamotionSession(requests.Session):
                 if isinstance(exc, requests.exceptions.SSLError):
                     raise error from exc  # a certificate problem does not go away by retrying
                 if retry_decision(self.settings.retry, retry_as, sent=_requests_failure_sent(exc)):
-                    raise RetryableFailure(error) from exc
+                    raise RetryableFailure(error, dropped_retry_after(exc)) from exc
                 raise error from exc
 
         try:

@@ -12,9 +12,13 @@ from urllib3.util import parse_url
 from airflow_provider_quamotion.exceptions import QuamotionError, QuamotionInsecureRequestError
 from airflow_provider_quamotion.settings import RetryPolicy, settings_from_connection
 from airflow_provider_quamotion.transport.policy import (
+    Retrier,
+    RetryableFailure,
     check_destination,
     destination_of,
+    dropped_retry_after,
     resolve_url,
+    retrier,
     wait_seconds,
 )
 from airflow_provider_quamotion.transport.sync import QuamotionSession
@@ -144,3 +148,66 @@ def test_retries_are_bounded_by_time_as_well_as_by_count() -> None:
 def test_the_default_policy_outlasts_a_burst_of_faults() -> None:
     policy = RetryPolicy()
     assert policy.max_attempts >= 10 and policy.retry_budget >= 30 and policy.min_wait > 0
+
+
+def test_a_connection_dropped_without_reply_is_retried_after_the_small_floor() -> None:
+    import http.client
+
+    import requests
+
+    dropped = requests.ConnectionError("Connection aborted.")
+    dropped.__cause__ = http.client.RemoteDisconnected("Remote end closed connection without response")
+    assert dropped_retry_after(dropped) == 0.0
+    assert dropped_retry_after(httpx.RemoteProtocolError("Server disconnected")) == 0.0
+    # a refused connection or a timeout keeps the exponential backoff: the server may be struggling
+    assert dropped_retry_after(requests.ConnectionError("Connection refused")) is None
+    assert dropped_retry_after(httpx.ReadTimeout("timed out")) is None
+
+
+def test_one_retrier_per_policy_and_its_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    policy = RetryPolicy(max_attempts=3, min_wait=0.1)
+    assert retrier(policy) is retrier(RetryPolicy(max_attempts=3, min_wait=0.1))
+    slept: list[float] = []
+    monkeypatch.setattr("time.sleep", slept.append)
+    calls: list[int] = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise RetryableFailure(QuamotionError("HTTP 503"), retry_after=0.0)
+        return "ok"
+
+    assert Retrier(policy).call("GET", f"{HOST}/api/version", flaky) == "ok"
+    assert slept == [0.1, 0.2]
+
+    def failing() -> str:
+        raise RetryableFailure(QuamotionError("HTTP 503"), retry_after=0.0)
+
+    with pytest.raises(RetryableFailure):
+        Retrier(policy).call("GET", f"{HOST}/api/version", failing)
+    assert len(slept) == 4  # 3 attempts, 2 waits, then the last failure is raised
+    # a deadline closer than the next wait stops the retries
+    with pytest.raises(RetryableFailure):
+        Retrier(policy).call("GET", f"{HOST}/api/version", failing, lambda: 0.05)
+    assert len(slept) == 4
+
+
+async def test_the_async_loop_waits_without_blocking(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    slept: list[float] = []
+
+    async def no_sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    monkeypatch.setattr(asyncio, "sleep", no_sleep)
+    attempts: list[int] = []
+
+    async def flaky() -> str:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RetryableFailure(QuamotionError("HTTP 429"), retry_after=2.0)
+        return "ok"
+
+    assert await retrier(RetryPolicy()).acall("GET", f"{HOST}/api/version", flaky) == "ok"
+    assert slept == [2.0]
