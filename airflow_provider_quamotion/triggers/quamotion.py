@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import importlib
 import json
 import math
@@ -667,6 +668,8 @@ class FinishedRuns:
     settled: dict[str, float | None] = field(default_factory=dict)
     #: runs finished before this (epoch seconds) are settled silently: the window of a baseline
     replay_from: float | None = None
+    #: the zone of a ``scheduled`` without an offset (the connection's ``scheduled_timezone``)
+    naive_tz: Any = datetime.timezone.utc
 
     def start(self, saved: Mapping[str, Any] | None, now: float) -> None:
         """Begin from saved progress, or (none saved) replay runs finished within ``lookback``.
@@ -703,7 +706,7 @@ class FinishedRuns:
                 and str(run.get("deviceGroup", "")).lower() not in self.device_groups
             ):
                 continue
-            scheduled = scheduled_of(run)
+            scheduled = scheduled_of(run, self.naive_tz)
             if scheduled is not None and scheduled.timestamp() < oldest:
                 continue
             out.append((run_id, run))
@@ -726,7 +729,7 @@ class FinishedRuns:
         state = api.run_state_from_jobs(jobs)
         if not state.is_terminal:
             return None
-        scheduled = scheduled_of(run)
+        scheduled = scheduled_of(run, self.naive_tz)
         self.settled[run_id] = scheduled.timestamp() if scheduled is not None else None
         finished = run_finished_at(jobs) or now
         if state.value not in self.states:
@@ -953,7 +956,9 @@ class QuamotionTestRunEventTrigger(_QuamotionTriggerBase, BaseEventTrigger):
     async def _poll(self, hook: QuamotionAsyncHook, book: FinishedRuns) -> tuple[list[dict[str, Any]], bool]:
         """One poll: the payloads of the runs that finished, and whether every candidate was read."""
         try:
-            retry_statuses = await self._retry_statuses(hook)
+            settings = (await hook.client()).settings
+            retry_statuses = settings.retry.retry_statuses
+            book.naive_tz = getattr(settings, "scheduled_tzinfo", datetime.timezone.utc)
             if self.device_group is not None and book.device_groups is None:
                 book.device_groups = await self._groups(hook)
             runs = await hook.list_records(api.TEST_RUNS)

@@ -400,3 +400,13 @@ def test_saved_progress_is_pruned_and_bounded() -> None:
     b.settled = {f"r{i}": now - i / 1000 for i in range(MAX_SETTLED_RUNS + 10)}
     kept = b.snapshot(now)["settled"]
     assert len(kept) == MAX_SETTLED_RUNS and "r0" in kept and f"r{MAX_SETTLED_RUNS + 9}" not in kept
+
+
+def test_an_offsetless_scheduled_is_read_in_the_connections_zone() -> None:
+    from zoneinfo import ZoneInfo
+
+    now = time.mktime((2026, 1, 1, 1, 40, 0, 0, 0, 0)) - time.timezone  # 01:40Z
+    run = {"testRunId": "r", "scheduled": "2026-01-01T01:30:00", "appId": "app", "deviceGroup": "g"}
+    utc, paris = book(), book(naive_tz=ZoneInfo("Europe/Paris"))
+    assert [r for r, _ in utc.candidates([run], now)] == ["r"]  # 01:30Z: within the hour
+    assert paris.candidates([run], now) == []  # 01:30 in Paris is 00:30Z: older than the lookback
