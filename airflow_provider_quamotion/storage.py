@@ -6,10 +6,11 @@
   file beside the destination, fsynced, then ``os.replace``-d into place;
 * **object stores** (``s3://``, ``gs://``, ``abfs://``...): an object appears only when its upload
   completes. Up to :data:`BLOCK_SIZE` bytes are held in memory and sent with one PUT when the block
-  completes; a larger file is opened with ``autocommit=False`` and ``block_size=BLOCK_SIZE`` (a
-  multipart upload of 5 MiB parts), committed when the block completes and discarded (the multipart
-  upload aborted) when it raises. A failure uploads nothing that becomes visible; there is no
-  temporary object and no copy + delete.
+  completes; a larger file becomes a multipart upload of :data:`BLOCK_SIZE` parts (S3: driven through
+  s3fs's client, each block the body of one ``UploadPart``; other stores: the filesystem's file
+  opened with ``autocommit=False``), completed when the block completes and aborted when it raises.
+  Azure blobs are always committed as a block list, small ones too. A failure uploads nothing that
+  becomes visible; there is no temporary object and no copy + delete.
 
 Before writing an S3 object, incomplete multipart uploads a killed writer left under the same key
 are aborted (a SIGKILL skips every cleanup). See ``docs/object-storage.md`` for the lifecycle rule
@@ -159,12 +160,95 @@ def abort_incomplete_uploads(path: Any) -> int:
     return aborted
 
 
+class _PartBody(io.RawIOBase):
+    """A part as a seekable stream over the block itself: the HTTP client reads it in small chunks
+    (a ``bytes`` body would be copied whole into the socket's send buffer; ``BytesIO`` would copy it)."""
+
+    def __init__(self, data: memoryview) -> None:
+        super().__init__()
+        self._view = data
+        self._at = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = max(0, min(len(buffer), len(self._view) - self._at))
+        buffer[:n] = self._view[self._at : self._at + n]
+        self._at += n
+        return n
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._at, io.SEEK_END: len(self._view)}[whence]
+        self._at = max(0, base + offset)
+        return self._at
+
+    def tell(self) -> int:
+        return self._at
+
+    def __len__(self) -> int:
+        return len(self._view)
+
+
+class _S3Upload:
+    """An S3 multipart upload driven through s3fs's client: one request per part, no copy of a part."""
+
+    def __init__(self, fs: Any, path: str) -> None:
+        self._call = fs.call_s3
+        bucket, key, _ = fs.split_path(path)
+        self._where = {"Bucket": bucket, "Key": key}
+        self._id = str(self._call("create_multipart_upload", **self._where)["UploadId"])
+        self._parts: list[dict[str, Any]] = []
+
+    def send(self, part: memoryview) -> None:
+        number = len(self._parts) + 1
+        body = _PartBody(part)
+        out = self._call("upload_part", **self._where, UploadId=self._id, PartNumber=number, Body=body)
+        sent = {"PartNumber": number, "ETag": out["ETag"]}
+        sent.update({k: v for k, v in out.items() if k.startswith("Checksum") and k != "ChecksumType"})
+        self._parts.append(sent)
+
+    def commit(self) -> None:
+        parts = {"Parts": self._parts}
+        self._call("complete_multipart_upload", **self._where, UploadId=self._id, MultipartUpload=parts)
+
+    def discard(self) -> None:
+        self._call("abort_multipart_upload", **self._where, UploadId=self._id)
+
+
+class _FsspecUpload:
+    """Any other store: the filesystem's own file opened with ``autocommit=False`` (Azure: staged blocks
+    and one block list commit), fed whole blocks so that each flush sends exactly one."""
+
+    def __init__(self, fs: Any, path: str, block_size: int) -> None:
+        self._file = fs.open(path, "wb", autocommit=False, block_size=block_size)
+
+    def send(self, part: memoryview) -> None:
+        self._file.write(part)
+
+    def commit(self) -> None:
+        self._file.close()
+        self._file.commit()
+
+    def discard(self) -> None:
+        try:
+            self._file.discard()
+        finally:
+            self._file.closed = True  # never flush the rest on garbage collection
+
+
 class ObjectWriter(io.RawIOBase):
     """A write-only binary stream into one object, visible only after :meth:`commit`.
 
     Holds up to ``block_size`` bytes; if the object stays that small, :meth:`commit` sends it with one
-    PUT (``pipe_file``). Beyond that it opens the object with ``autocommit=False`` and streams it in
-    ``block_size`` parts; :meth:`commit` completes that upload, :meth:`discard` aborts it.
+    PUT (``pipe_file``). Beyond that each full block is sent as one part of a multipart upload (S3:
+    its own ``CreateMultipartUpload`` / ``UploadPart`` calls through s3fs's client, the block itself
+    the request body; other stores: the filesystem's file opened with ``autocommit=False``);
+    :meth:`commit` completes that upload, :meth:`discard` aborts it. Memory: one block, plus what the
+    store's client holds while a part is in flight.
 
     :param fs: the fsspec filesystem of the store.
     :param path: the object's path in ``fs``.
@@ -179,8 +263,10 @@ class ObjectWriter(io.RawIOBase):
         self._fs = fs
         self._path = path
         self._block_size = block_size
-        self._buffer = bytearray()
-        self._file: Any = None
+        # one block, allocated whole (a growing bytearray would copy itself as it grows), and its fill
+        self._buffer: bytearray | None = None
+        self._fill = 0
+        self._upload: _S3Upload | _FsspecUpload | None = None
         self._position = 0
         self._done = False
 
@@ -193,33 +279,32 @@ class ObjectWriter(io.RawIOBase):
         view = memoryview(data).cast("B")
         size = len(view)
         self._position += size
-        if self._file is None:
-            self._buffer += view
-            if len(self._buffer) <= self._block_size:
-                return size
-            view = self._open_file()
-        self._feed(view)
+        while len(view):
+            if self._fill >= self._block_size:  # a full block and more to come: send it
+                self._send()
+            if self._buffer is None:
+                self._buffer = bytearray(self._block_size)
+            n = min(self._block_size - self._fill, len(view))
+            self._buffer[self._fill : self._fill + n] = view[:n]
+            self._fill += n
+            view = view[n:]
         return size
 
-    def _open_file(self) -> memoryview:
-        """Open the object for a multipart (block) upload; returns the buffered bytes, now to send."""
-        self._file = self._fs.open(self._path, "wb", autocommit=False, block_size=self._block_size)
-        view, self._buffer = memoryview(bytes(self._buffer)), bytearray()
-        return view
+    def _held(self) -> memoryview:
+        """The bytes written and not sent yet."""
+        return memoryview(self._buffer or b"")[: self._fill]
 
-    def _feed(self, view: memoryview) -> None:
-        """Pass ``view`` to the open file so that each of its flushes is exactly one block.
+    def _send(self) -> None:
+        if self._upload is None:
+            self._upload = self._start()
+        part = self._held()
+        self._buffer, self._fill = None, 0
+        self._upload.send(part)
 
-        fsspec files flush their whole buffer once it reaches the block size: one large write would
-        otherwise become one oversized part (S3) or a block and a runt (Azure).
-        """
-        buffered = getattr(self._file, "buffer", None)
-        while len(view):
-            room = self._block_size - buffered.tell() if buffered is not None else len(view)
-            room = room if room > 0 else len(view)
-            self._file.write(view[:room])
-            view = view[room:]
-            buffered = getattr(self._file, "buffer", None)
+    def _start(self) -> _S3Upload | _FsspecUpload:
+        if callable(getattr(self._fs, "call_s3", None)):
+            return _S3Upload(self._fs, self._path)
+        return _FsspecUpload(self._fs, self._path, self._block_size)
 
     def tell(self) -> int:
         return self._position
@@ -227,14 +312,14 @@ class ObjectWriter(io.RawIOBase):
     def commit(self) -> None:
         """Make the object visible: one PUT, or the multipart upload completed."""
         self._done = True
-        if self._file is None and (self._single_put or not self._buffer):
-            self._fs.pipe_file(self._path, bytes(self._buffer))
-            self._buffer = bytearray()
+        if self._upload is None and (self._single_put or not self._fill):
+            self._fs.pipe_file(self._path, self._held().tobytes())
+            self._buffer, self._fill = None, 0
         else:
-            if self._file is None:
-                self._feed(self._open_file())
-            self._file.close()
-            self._file.commit()
+            if self._fill:
+                self._send()
+            assert self._upload is not None
+            self._upload.commit()
         with contextlib.suppress(Exception):
             self._fs.invalidate_cache(self._path)
         super().close()
@@ -242,13 +327,10 @@ class ObjectWriter(io.RawIOBase):
     def discard(self) -> None:
         """Drop what was written: nothing becomes visible; a multipart upload is aborted."""
         self._done = True
-        self._buffer = bytearray()
-        if self._file is not None:
-            file, self._file = self._file, None
-            try:
-                file.discard()
-            finally:
-                file.closed = True  # never flush the rest on garbage collection
+        self._buffer, self._fill = None, 0
+        if self._upload is not None:
+            upload, self._upload = self._upload, None
+            upload.discard()
         super().close()
 
     def close(self) -> None:
