@@ -26,6 +26,7 @@ import contextlib
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
@@ -50,7 +51,19 @@ MAX_ASYNC_STREAMS = 25
 STATE_KEY = "quamotion_job_logs"
 
 _STATUSES_WITHOUT_LOG = frozenset({api.JobStatus.CREATED.value, api.JobStatus.SKIPPED.value})
-_ASYNC_SLOTS: dict[int, asyncio.Semaphore] = {}
+#: Per event loop (weakly: a closed loop's entry goes with it), the open-stream slots.
+_ASYNC_SLOTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _slots() -> asyncio.Semaphore:
+    """The stream slots of the running event loop."""
+    loop = asyncio.get_running_loop()
+    slots = _ASYNC_SLOTS.get(loop)
+    if slots is None:
+        slots = _ASYNC_SLOTS[loop] = asyncio.Semaphore(MAX_ASYNC_STREAMS)
+    return slots
 
 
 def _until(start: float, seconds: float, deadline: float | None) -> float:
@@ -275,13 +288,22 @@ class JobLogFollower:
 
     # --- async --------------------------------------------------------------------------------------
 
-    async def afollow(self, hook: Any, jobs: Iterable[Mapping[str, Any]], until: float) -> None:
+    async def afollow(
+        self, hook: Any, jobs: Iterable[Mapping[str, Any]], until: float, *, wait_for_slot: bool = False
+    ) -> None:
         """:meth:`follow` for a trigger: the streams run concurrently on the event loop.
 
+        At most :data:`MAX_ASYNC_STREAMS` streams are open per event loop: when every slot is taken
+        (thousands of triggers), this interval follows nothing (the lines show at a later one, or
+        at :meth:`afinish`, which waits for a slot), so a busy triggerer spends nothing on it.
+
         :param hook: a :class:`~airflow_provider_quamotion.hooks.quamotion.QuamotionAsyncHook`.
+        :param wait_for_slot: wait (until ``until``) for a free stream slot rather than skip.
         """
         ids = self.pending(jobs)
         if not ids or until <= time.time():
+            return
+        if not wait_for_slot and _slots().locked():
             return
         tasks = [asyncio.create_task(self._afollow_one(hook, job_id, until)) for job_id in ids]
         try:
@@ -292,7 +314,7 @@ class JobLogFollower:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _afollow_one(self, hook: Any, job_id: str, until: float) -> None:
-        slots = _ASYNC_SLOTS.setdefault(id(asyncio.get_running_loop()), asyncio.Semaphore(MAX_ASYNC_STREAMS))
+        slots = _slots()
         try:
             await asyncio.wait_for(slots.acquire(), max(0.0, until - time.time()))
         except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
@@ -326,7 +348,7 @@ class JobLogFollower:
         self, hook: Any, jobs: Iterable[Mapping[str, Any]], deadline: float | None = None
     ) -> None:
         """:meth:`finish` for a trigger."""
-        await self.afollow(hook, jobs, _until(time.time(), DRAIN_SECONDS, deadline))
+        await self.afollow(hook, jobs, _until(time.time(), DRAIN_SECONDS, deadline), wait_for_slot=True)
 
 
 __all__ = [

@@ -7,6 +7,7 @@ reconnects, stop at its budget with one "truncated" line, and never fail the wai
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -226,3 +227,25 @@ async def test_async_follow_shows_new_lines_and_the_budget(caplog: pytest.LogCap
     written["3"] = ["0123456789"]
     await follower.afollow(hook, running(3), soon())
     assert follower.truncated and follower.summary()["lines"] == 4
+
+
+async def test_a_busy_triggerer_skips_an_interval_but_the_end_waits_for_a_slot(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.INFO, LOGGER.name)
+    monkeypatch.setattr(logs, "MAX_ASYNC_STREAMS", 1)
+    hook = AsyncReplayingHook({"1": ["a"]})
+    slots = logs._slots()
+    await slots.acquire()  # another trigger's stream holds the only slot
+    follower = JobLogFollower(LOGGER)
+    await follower.afollow(hook, running(1), time.time() + 5)
+    assert hook.calls == []  # skipped at once, nothing requested
+
+    async def release_soon() -> None:
+        await asyncio.sleep(0.05)
+        slots.release()
+
+    releasing = asyncio.create_task(release_soon())
+    await follower.afinish(hook, running(1, status="success"))
+    await releasing
+    assert shown(caplog) == ["[job 1] a"] and follower.done == {"1"}
