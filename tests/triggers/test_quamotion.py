@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_quamotion import api
+from airflow_provider_quamotion import api, compat
 from airflow_provider_quamotion.exceptions import (
     QuamotionApiError,
     QuamotionAuthError,
@@ -179,7 +179,7 @@ async def test_many_triggers_share_one_http_client_one_tls_context_and_one_proje
     connection_reads: list[str] = []
     real_client_init = httpx.AsyncClient.__init__
     real_context = ssl.create_default_context
-    real_aget = QuamotionAsyncHook.aget_connection.__func__  # type: ignore[attr-defined]
+    real_aget = compat.aget_connection  # the hook's connection read on every Airflow 3 minor
 
     def counting_client(self: Any, *args: Any, **kwargs: Any) -> None:
         clients.append(self)
@@ -189,13 +189,13 @@ async def test_many_triggers_share_one_http_client_one_tls_context_and_one_proje
         ca_loads.append(kwargs.get("cafile"))
         return real_context(*args, **kwargs)
 
-    async def counting_aget(cls: Any, conn_id: str) -> Any:
+    async def counting_aget(hook: Any, conn_id: str) -> Any:
         connection_reads.append(conn_id)
-        return await real_aget(cls, conn_id)
+        return await real_aget(hook, conn_id)
 
     monkeypatch.setattr(httpx.AsyncClient, "__init__", counting_client)
     monkeypatch.setattr(ssl, "create_default_context", counting_context)
-    monkeypatch.setattr(QuamotionAsyncHook, "aget_connection", classmethod(counting_aget))
+    monkeypatch.setattr(compat, "aget_connection", counting_aget)
     triggers = [run_trigger(run_ids[i % 3]) for i in range(50)]
     events = await asyncio.gather(*(first_event(t) for t in triggers))
     assert {e["status"] for e in events} == {"success"}
