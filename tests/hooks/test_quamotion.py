@@ -16,7 +16,7 @@ import pytest
 import requests
 import requests_mock as rm
 
-from airflow_provider_quamotion import api
+from airflow_provider_quamotion import api, compat
 from airflow_provider_quamotion.exceptions import (
     QuamotionApiError,
     QuamotionAuthError,
@@ -406,6 +406,12 @@ def test_extra_that_is_not_json_is_a_clear_error(monkeypatch: pytest.MonkeyPatch
     doc = json.loads(connection_json())
     doc["extra"] = "{not json"
     monkeypatch.setenv("AIRFLOW_CONN_QUAMOTION_DEFAULT", json.dumps(doc))
+    if not compat.AIRFLOW_V_3_2_PLUS:
+        # 3.0/3.1's env-var backend drops such a connection itself; 3.0 says it is not defined, 3.1 then
+        # asks the supervisor, which a test process has not
+        with pytest.raises((compat.AirflowException, ImportError), match="isn't defined|SUPERVISOR_COMMS"):
+            _ = _hook().settings
+        return
     with pytest.raises(QuamotionConfigError, match="extra field is not valid JSON"):
         _ = _hook().settings
 
