@@ -85,5 +85,16 @@ class QuamotionBaseOperator(QuamotionTaskMixin, BaseOperator):
 
     ui_color = "#d9ecf5"
 
+    def __init__(self, **kwargs: Any) -> None:
+        """Pass everything to ``BaseOperator``.
+
+        Defined so that ``partial()`` reads Airflow's own defaults: a class without an ``__init__`` of
+        its own gets ``BaseOperator.__init__``'s signature (``inlets=None``), and a mapped task then
+        has ``inlets`` ``None`` and fails before it runs (Airflow 3.3's ``InletEventsAccessors``).
+
+        :param kwargs: ``BaseOperator``'s arguments.
+        """
+        super().__init__(**kwargs)
+
 
 __all__ = ["QuamotionBaseOperator", "QuamotionTaskMixin"]

@@ -231,3 +231,19 @@ def test_importing_operators_and_sensors_loads_no_trigger_module() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_a_mapped_quamotion_operator_keeps_airflows_default_inlets_and_outlets() -> None:
+    from airflow.sdk import DAG, AssetAlias
+
+    with DAG("mapped", schedule=None):
+        export = QuamotionExportOperator.partial(task_id="e", resource="jobs").expand(
+            destination=["/a", "/b"]
+        )
+        alias = QuamotionExportOperator.partial(
+            task_id="f", resource="jobs", asset_alias="x", outlets=[AssetAlias("x")]
+        ).expand(destination=["/a"])
+        api = QuamotionApiOperator.partial(task_id="g").expand(endpoint=["testRun"])
+    for task in (export, alias, api):
+        assert task.partial_kwargs["inlets"] == []  # None would fail the task before it runs
+    assert export.partial_kwargs["outlets"] == [] and alias.partial_kwargs["outlets"] == [AssetAlias("x")]
