@@ -41,29 +41,34 @@ MAX_FOLLOWED_JOBS = 8
 #: After the run finished, the longest the wait keeps following to show the last lines (the live
 #: streams of finished jobs end by themselves, at once).
 DRAIN_SECONDS = 10.0
+#: At the end of a wait in the triggerer, the longest a job waits for a free stream slot; past it
+#: (thousands of triggers ending together) its last lines are not shown, said in one line, so the
+#: event is not held back.
+DRAIN_SLOT_WAIT_SECONDS = 1.0
 #: A poke/reschedule sensor follows the live logs for at most this long in each poke (then sleeps
 #: its ``poke_interval`` as any sensor).
 POKE_FOLLOW_SECONDS = 5.0
-#: Live streams open at once per event loop (each holds one pooled connection of the triggerer's
-#: shared client, whose polls must keep theirs).
+#: Live streams open at once per event loop, for following running jobs between polls; as many
+#: again for the end of a wait (the last lines of finished jobs, whose streams end at once). Each
+#: holds one pooled connection of the triggerer's shared client, whose polls keep the rest.
 MAX_ASYNC_STREAMS = 25
 #: Task state store key of a reschedule sensor's follower state.
 STATE_KEY = "quamotion_job_logs"
 
 _STATUSES_WITHOUT_LOG = frozenset({api.JobStatus.CREATED.value, api.JobStatus.SKIPPED.value})
-#: Per event loop (weakly: a closed loop's entry goes with it), the open-stream slots.
-_ASYNC_SLOTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+#: Per event loop (weakly: a closed loop's entry goes with it), the open-stream slots by use.
+_ASYNC_SLOTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Semaphore]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def _slots() -> asyncio.Semaphore:
-    """The stream slots of the running event loop."""
-    loop = asyncio.get_running_loop()
-    slots = _ASYNC_SLOTS.get(loop)
-    if slots is None:
-        slots = _ASYNC_SLOTS[loop] = asyncio.Semaphore(MAX_ASYNC_STREAMS)
-    return slots
+def _slots(use: str = "follow") -> asyncio.Semaphore:
+    """The stream slots of the running event loop for ``use``: ``"follow"`` (running jobs, between
+    polls) or ``"drain"`` (the end of a wait): a drain never waits behind long follows."""
+    per_use = _ASYNC_SLOTS.setdefault(asyncio.get_running_loop(), {})
+    if use not in per_use:
+        per_use[use] = asyncio.Semaphore(MAX_ASYNC_STREAMS)
+    return per_use[use]
 
 
 def _until(start: float, seconds: float, deadline: float | None) -> float:
@@ -298,14 +303,19 @@ class JobLogFollower:
         at :meth:`afinish`, which waits for a slot), so a busy triggerer spends nothing on it.
 
         :param hook: a :class:`~airflow_provider_quamotion.hooks.quamotion.QuamotionAsyncHook`.
-        :param wait_for_slot: wait (until ``until``) for a free stream slot rather than skip.
+        :param wait_for_slot: the end of a wait: take a drain slot, waiting (until ``until``) for
+            one, rather than skip when no follow slot is free.
         """
         ids = self.pending(jobs)
         if not ids or until <= time.time():
             return
-        if not wait_for_slot and _slots().locked():
+        slots = _slots("drain" if wait_for_slot else "follow")
+        if not wait_for_slot and slots.locked():
             return
-        tasks = [asyncio.create_task(self._afollow_one(hook, job_id, until)) for job_id in ids]
+        tasks = [
+            asyncio.create_task(self._afollow_one(hook, job_id, until, slots, wait_for_slot))
+            for job_id in ids
+        ]
         try:
             await asyncio.wait(tasks, timeout=max(0.0, until - time.time()) + 1.0)
         finally:
@@ -313,12 +323,22 @@ class JobLogFollower:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _afollow_one(self, hook: Any, job_id: str, until: float) -> None:
-        slots = _slots()
+    async def _afollow_one(
+        self, hook: Any, job_id: str, until: float, slots: asyncio.Semaphore, wait: bool
+    ) -> None:
+        if not wait and slots.locked():
+            return  # every follow slot busy: this job's lines show at a later interval
+        wait_up_to = min(until - time.time(), DRAIN_SLOT_WAIT_SECONDS if wait else until)
         try:
-            await asyncio.wait_for(slots.acquire(), max(0.0, until - time.time()))
+            await asyncio.wait_for(slots.acquire(), max(0.0, wait_up_to))
         except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
-            return  # every stream slot busy for the whole interval: next time
+            if wait:
+                self.logger.info(
+                    "The last log lines of job %s are not shown: the triggerer's log streams are busy "
+                    "(the whole log is in Quamotion Cloud).",
+                    job_id,
+                )
+            return  # every stream slot busy: next time, or not at all at the end
         stream = hook.stream_job_log(job_id, max_bytes=self._cap(job_id), deadline=until)
         try:
             async with contextlib.aclosing(stream):

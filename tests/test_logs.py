@@ -235,17 +235,19 @@ async def test_a_busy_triggerer_skips_an_interval_but_the_end_waits_for_a_slot(
     caplog.set_level(logging.INFO, LOGGER.name)
     monkeypatch.setattr(logs, "MAX_ASYNC_STREAMS", 1)
     hook = AsyncReplayingHook({"1": ["a"]})
-    slots = logs._slots()
-    await slots.acquire()  # another trigger's stream holds the only slot
+    slots, drains = logs._slots("follow"), logs._slots("drain")
+    await slots.acquire()  # another trigger's stream holds the only follow slot
+    await drains.acquire()  # and another trigger's end the only drain slot
     follower = JobLogFollower(LOGGER)
     await follower.afollow(hook, running(1), time.time() + 5)
     assert hook.calls == []  # skipped at once, nothing requested
 
     async def release_soon() -> None:
         await asyncio.sleep(0.05)
-        slots.release()
+        drains.release()
 
     releasing = asyncio.create_task(release_soon())
     await follower.afinish(hook, running(1, status="success"))
     await releasing
     assert shown(caplog) == ["[job 1] a"] and follower.done == {"1"}
+    assert slots.locked()  # the end of the wait took a drain slot, not the follow slot
