@@ -170,7 +170,7 @@ def test_the_hook_resolves_names_and_looks_up_only_what_it_must(api: rm.Mocker) 
     assert test_run.resolve_application is resolve_application  # the operators' names, from the hook
     assert hook.resolve_application("demo.Acquaint:152")["version"] == "152"
     assert hook.resolve_test_package("full")["version"] == "2"
-    assert hook.resolve_device_group("G-1")["name"] == "Android 8"  # an id, any case
+    assert hook.resolve_device_group("G-1")["name"] == "android-8"  # an id, any case
     assert hook.resolve_device_group("Android 8")["deviceGroupId"] == "g-1"
     before = api.call_count
     assert hook.resolve_application({"appId": "given"}) == {"appId": "given"}
