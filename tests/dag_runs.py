@@ -39,6 +39,23 @@ SENSOR_DAGS = REPO / "tests" / "sensors" / "dags"
 EXPORT_DAGS = REPO / "tests" / "export" / "dags"
 EXAMPLE_DAGS = REPO / "example_dags"
 LOGICAL_DATE = "2024-01-01"
+#: The tasks of each example DAG (``example_dags/``).
+DAILY_EXPORT_TASKS = frozenset(
+    {"test_runs_to_storage", "jobs_to_storage", "test_runs_to_warehouse", "jobs_to_warehouse"}
+)
+NIGHTLY_TASKS = frozenset(
+    {
+        "upload_app",
+        "upload_test_package",
+        "start_test_run",
+        "wait_for_test_run",
+        "save_logs_and_artifacts",
+        "export_run_jobs",
+    }
+)
+API_AND_SENSOR_TASKS = frozenset(
+    {"get_version", "android_device_groups", "all_test_runs_to_storage", "wait_for_android_app"}
+)
 CLI_TIMEOUT = 180.0
 DB_FILE = "airflow.db"
 

@@ -9,22 +9,15 @@ from typing import Any
 
 from airflow_provider_quamotion.export.window import Window, parse_instant, utc_text
 from airflow_provider_quamotion.sandbox import Sandbox
+from tests.dag_runs import API_AND_SENSOR_TASKS, DAILY_EXPORT_TASKS
 from tests.deploy.deployment import Deployment
 
 DAILY = "quamotion_daily_export"
-DAILY_TASKS = {"test_runs_to_storage", "jobs_to_storage", "test_runs_to_warehouse", "jobs_to_warehouse"}
+DAILY_TASKS = DAILY_EXPORT_TASKS
 TABLES = {"test_runs": "quamotion_test_runs", "jobs": "quamotion_jobs"}
 NIGHTLY = "quamotion_nightly_test_run"
 API = "quamotion_api_and_sensor"
-NIGHTLY_TASKS = {
-    "upload_app",
-    "upload_test_package",
-    "start_test_run",
-    "wait_for_test_run",
-    "save_logs_and_artifacts",
-    "export_run_jobs",
-}
-API_TASKS = {"get_version", "android_device_groups", "all_test_runs_to_storage", "wait_for_android_app"}
+API_TASKS = API_AND_SENSOR_TASKS
 
 
 def instant(value: str) -> dt.datetime | None:
@@ -63,7 +56,7 @@ def warehouse_rows(deployment: Deployment, resource: str, since: str, until: str
     return [json.loads(r[0]) for r in rows]
 
 
-def assert_succeeded(deployment: Deployment, dag_id: str, run_id: str, tasks: set[str]) -> None:
+def assert_succeeded(deployment: Deployment, dag_id: str, run_id: str, tasks: frozenset[str]) -> None:
     """The run and every one of ``tasks`` succeeded (with the failed tasks' logs otherwise)."""
     tis = deployment.task_instances(dag_id, run_id)
     states = {t: ti["state"] for t, ti in tis.items()}

@@ -12,7 +12,7 @@
 The connection ``quamotion_default`` lives in the metadata database, encrypted with a Fernet key, as a
 data team keeps it (not in the environment); the Variables too. Every service is stopped by its
 process group's id (:meth:`Deployment.stop`), also when starting failed; the ids are written to
-``test-artifacts/deploy/pids.json`` so ``python -m tests.deploy.leftovers`` can prove, after the session, that none survived.
+``test-artifacts/deploy/session-<pid>/pids.json`` so ``python -m tests.deploy.leftovers`` can prove, after the session, that none survived.
 
 The tests drive it through the REST API (:meth:`Deployment.trigger`, :meth:`unpause`,
 :meth:`wait_for_dag_run`), the CLI (:meth:`airflow`), SQL on both databases (:meth:`meta_query`,
@@ -53,10 +53,10 @@ from tests.dag_runs import (
 #: Extra DAG files of the deployment tests (another test file may add its own here).
 DEPLOY_DAGS = REPO / "tests" / "deploy" / "dags"
 POSTGRES_SH = REPO / "scripts" / "postgres.sh"
-#: Where every service's output goes (kept by CI as artifacts).
+#: Where each session's services write their output (``session-<pytest pid>/``, kept by CI as artifacts).
 ARTIFACTS = REPO / "test-artifacts" / "deploy"
-#: The process ids of the running services, for ``python -m tests.deploy.leftovers``.
-PIDS_FILE = ARTIFACTS / "pids.json"
+#: In a session's folder: the process ids of its services, for ``python -m tests.deploy.leftovers``.
+PIDS_FILE = "pids.json"
 META_DB = "airflow"
 WAREHOUSE_DB = "warehouse"
 #: The Airflow services, in the order they start (the api-server first: the others need its URL).
@@ -125,6 +125,11 @@ class Deployment:
     # --- paths and settings ---------------------------------------------------------------------------
 
     @property
+    def artifacts(self) -> Path:
+        """This session's folder of service logs (and ``pids.json``): concurrent sessions never share one."""
+        return ARTIFACTS / f"session-{os.getpid()}"
+
+    @property
     def airflow_home(self) -> Path:
         """``AIRFLOW_HOME`` of every Airflow service."""
         return self.root / "home"
@@ -180,8 +185,8 @@ class Deployment:
         """Start everything (stopping what was started when a step fails); returns ``self``."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(ARTIFACTS, ignore_errors=True)  # a previous session's logs are not this one's
-            ARTIFACTS.mkdir(parents=True)
+            shutil.rmtree(self.artifacts, ignore_errors=True)  # an earlier session of this pid
+            self.artifacts.mkdir(parents=True)
             self._link_dags()
             self._start_postgres()
             self._start_redis()
@@ -202,7 +207,7 @@ class Deployment:
             self.airflow_home.mkdir(parents=True, exist_ok=True)
             self.airflow("db", "migrate", timeout=300)
             self._add_connections_and_variables()
-            self.api = start_api_server(self.home, ARTIFACTS / "api-server.log", port=self.api_port)
+            self.api = start_api_server(self.home, self.artifacts / "api-server.log", port=self.api_port)
             self.services["api-server"] = Service("api-server", self.api.process, self.api.log_path)
             for name in SERVICES[1:]:
                 self.start_service(name)
@@ -225,7 +230,7 @@ class Deployment:
             subprocess.run(["bash", str(POSTGRES_SH), "stop"], env=self._pg_env(), check=False, timeout=60)
             shutil.rmtree(self.pg_dir, ignore_errors=True)
         with contextlib.suppress(OSError):  # the task logs, for a failure's post-mortem (CI artifacts)
-            shutil.copytree(self.logs, ARTIFACTS / "task-logs", dirs_exist_ok=True)
+            shutil.copytree(self.logs, self.artifacts / "task-logs", dirs_exist_ok=True)
 
     def _record_pids(self) -> None:
         """Write every started process group's id (and PostgreSQL's postmaster) to ``pids.json``."""
@@ -235,7 +240,10 @@ class Deployment:
         if self.pg_dir is not None:
             with contextlib.suppress(OSError, ValueError, IndexError):
                 pids["postgres"] = int((self.pg_dir / "data" / "postmaster.pid").read_text().split()[0])
-        PIDS_FILE.write_text(json.dumps({name: [pid, start_time(pid)] for name, pid in pids.items()}))
+        # The owner (this process): while it runs, its services are not left over but in use.
+        pids["owner"] = os.getpid()
+        record = {name: [pid, start_time(pid)] for name, pid in pids.items()}
+        (self.artifacts / PIDS_FILE).write_text(json.dumps(record))
 
     # --- the servers ----------------------------------------------------------------------------------
 
@@ -307,7 +315,7 @@ class Deployment:
             time.sleep(0.2)
 
     def _spawn(self, name: str, args: list[str], *, env: Mapping[str, str], cwd: Path) -> Service:
-        log_path = ARTIFACTS / f"{name}.log"
+        log_path = self.artifacts / f"{name}.log"
         with log_path.open("ab") as log:
             process = subprocess.Popen(
                 args, env=dict(env), cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -449,24 +457,10 @@ class Deployment:
 
         :param args: the CLI's arguments.
         :param timeout: seconds.
-        :param check: raise when it exits non-zero.
+        :param check: fail (the test, or the fixture) when it exits non-zero, showing its output.
         """
         assert self.home is not None
-        out = subprocess.run(
-            [AIRFLOW, *args],
-            env=self.home.environ(),
-            cwd=self.airflow_home,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if check and out.returncode != 0:
-            raise RuntimeError(
-                f"airflow {args[0]} {args[1] if len(args) > 1 else ''} exited {out.returncode}:\n"
-                f"{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
-            )
-        return out
+        return self.home.run(*args, check=check, timeout=timeout)
 
     def api_json(self, path: str, method: str = "GET", body: Any = None) -> Any:
         """Call the REST API; its JSON reply.
@@ -611,7 +605,7 @@ class Deployment:
 
     def log_files(self) -> Iterator[Path]:
         """Every log file: Airflow's task and service logs, each server's output, PostgreSQL's log."""
-        roots = [self.airflow_home, ARTIFACTS]
+        roots = [self.airflow_home, self.artifacts]
         if self.pg_dir is not None:
             roots.append(self.pg_dir)
         for root in roots:

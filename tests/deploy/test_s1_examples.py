@@ -11,12 +11,12 @@ import json
 import zipfile
 
 from airflow_provider_quamotion.sandbox import Sandbox
+from tests.dag_runs import NIGHTLY_TASKS
 from tests.deploy.checks import (
     API,
     API_TASKS,
     DAILY,
     NIGHTLY,
-    NIGHTLY_TASKS,
     assert_succeeded,
     check_daily_export,
     history_day,

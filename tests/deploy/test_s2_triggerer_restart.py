@@ -13,7 +13,8 @@ import time
 import pytest
 
 from airflow_provider_quamotion.sandbox import Sandbox
-from tests.deploy.checks import NIGHTLY, NIGHTLY_TASKS, assert_succeeded, created_test_runs
+from tests.dag_runs import NIGHTLY_TASKS
+from tests.deploy.checks import NIGHTLY, assert_succeeded, created_test_runs
 from tests.deploy.deployment import Deployment
 
 WAIT = "wait_for_test_run"

@@ -30,7 +30,16 @@ from typing import Any
 import pytest
 
 from airflow_provider_quamotion.sandbox import Sandbox
-from tests.dag_runs import EXAMPLE_DAGS, DagRun, airflow_env, make_airflow_home, migrated_template
+from tests.dag_runs import (
+    API_AND_SENSOR_TASKS,
+    DAILY_EXPORT_TASKS,
+    EXAMPLE_DAGS,
+    NIGHTLY_TASKS,
+    DagRun,
+    airflow_env,
+    make_airflow_home,
+    migrated_template,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -154,7 +163,7 @@ def exports(run: DagRun) -> Path:
     return run.results / "exports"
 
 
-def assert_all_tasks_succeeded(run: DagRun, tasks: set[str]) -> None:
+def assert_all_tasks_succeeded(run: DagRun, tasks: frozenset[str]) -> None:
     assert run.returncode == 0, run.tail()
     states = run.task_states()
     assert {t: s for t, (s, _) in states.items()} == dict.fromkeys(tasks, "success"), run.tail()
@@ -183,9 +192,7 @@ def warehouse_records(run: DagRun, table: str) -> list[Any]:
 def test_daily_export(example_runs: dict[str, DagRun], example_sandbox: Sandbox) -> None:
     sb = example_sandbox
     run = example_runs["quamotion_daily_export"]
-    assert_all_tasks_succeeded(
-        run, {"test_runs_to_storage", "jobs_to_storage", "test_runs_to_warehouse", "jobs_to_warehouse"}
-    )
+    assert_all_tasks_succeeded(run, DAILY_EXPORT_TASKS)
     _, since, until = interval(run)
     runs = list(sb.expected_test_runs(since, until))
     jobs = list(sb.expected_jobs(since, until, run_id_key="testRunId"))
@@ -202,17 +209,7 @@ def test_daily_export(example_runs: dict[str, DagRun], example_sandbox: Sandbox)
 
 def test_nightly_test_run(example_runs: dict[str, DagRun], example_sandbox: Sandbox) -> None:
     run = example_runs["quamotion_nightly_test_run"]
-    assert_all_tasks_succeeded(
-        run,
-        {
-            "upload_app",
-            "upload_test_package",
-            "start_test_run",
-            "wait_for_test_run",
-            "save_logs_and_artifacts",
-            "export_run_jobs",
-        },
-    )
+    assert_all_tasks_succeeded(run, NIGHTLY_TASKS)
     assert run.xcom("upload_app")["operatingSystem"] == "Android"
     run_id = run.xcom("start_test_run")
     assert run.xcom("wait_for_test_run")["state"] == "success"
@@ -237,9 +234,7 @@ def test_nightly_test_run(example_runs: dict[str, DagRun], example_sandbox: Sand
 def test_api_and_sensor(example_runs: dict[str, DagRun], example_sandbox: Sandbox) -> None:
     sb = example_sandbox
     run = example_runs["quamotion_api_and_sensor"]
-    assert_all_tasks_succeeded(
-        run, {"get_version", "android_device_groups", "all_test_runs_to_storage", "wait_for_android_app"}
-    )
+    assert_all_tasks_succeeded(run, API_AND_SENSOR_TASKS)
     assert run.xcom("get_version")["sandbox"] is True
     groups = run.xcom("android_device_groups")
     assert groups and all("android" in name for name in groups)
@@ -259,9 +254,7 @@ def test_daily_export_without_a_logical_date(
 
     sb = example_sandbox
     run = no_date_runs["quamotion_daily_export"]
-    assert_all_tasks_succeeded(
-        run, {"test_runs_to_storage", "jobs_to_storage", "test_runs_to_warehouse", "jobs_to_warehouse"}
-    )
+    assert_all_tasks_succeeded(run, DAILY_EXPORT_TASKS)
     ((logical, start, run_after),) = run.query(
         "SELECT logical_date, data_interval_start, run_after FROM dag_run WHERE dag_id = ?", run.dag_id
     )
@@ -287,9 +280,7 @@ def test_daily_export_without_a_logical_date(
 
 def test_api_and_sensor_without_a_logical_date(no_date_runs: dict[str, DagRun]) -> None:
     run = no_date_runs["quamotion_api_and_sensor"]
-    assert_all_tasks_succeeded(
-        run, {"get_version", "android_device_groups", "all_test_runs_to_storage", "wait_for_android_app"}
-    )
+    assert_all_tasks_succeeded(run, API_AND_SENSOR_TASKS)
     ((run_after,),) = run.query("SELECT run_after FROM dag_run WHERE dag_id = ?", run.dag_id)
     path = exports(run) / "raw" / str(run_after)[:10] / "testRun.json"
     assert run.xcom("all_test_runs_to_storage") == f"file://{path}"
@@ -298,17 +289,7 @@ def test_api_and_sensor_without_a_logical_date(no_date_runs: dict[str, DagRun]) 
 
 def test_nightly_test_run_without_a_logical_date(no_date_runs: dict[str, DagRun]) -> None:
     run = no_date_runs["quamotion_nightly_test_run"]
-    assert_all_tasks_succeeded(
-        run,
-        {
-            "upload_app",
-            "upload_test_package",
-            "start_test_run",
-            "wait_for_test_run",
-            "save_logs_and_artifacts",
-            "export_run_jobs",
-        },
-    )
+    assert_all_tasks_succeeded(run, NIGHTLY_TASKS)
     ((logical,),) = run.query("SELECT logical_date FROM dag_run WHERE dag_id = ?", run.dag_id)
     assert logical is None
     folder = exports(run) / "test_run_artifacts" / run.xcom("start_test_run")
