@@ -322,23 +322,41 @@ def format_run_failure(
 ) -> str:
     """A one-paragraph summary of a run that did not pass: counts, then each job that did not pass.
 
+    One entry per job: its latest attempt (the one that decides), naming the earlier attempts of a
+    retried job (``job 57818907 on device ...: failed (attempt 2; earlier: 57817290 canceled)``).
+
     :param test_run_id: the run.
-    :param jobs: its jobs, or their compact summary (``id``, ``device``/``name``, ``status``).
-    :param job_count: the total number of jobs when ``jobs`` is a truncated summary.
+    :param jobs: its jobs as listed (every attempt), or their summary
+        (:func:`~airflow_provider_quamotion.api.summarize_jobs`: ``id``, ``device``, ``status``,
+        ``attempt``, ``earlier``).
+    :param job_count: the number of job records listed (attempts included) when ``jobs`` is a
+        truncated summary.
     """
-    compact = [
-        {"id": j.get("id"), "device": j.get("device", j.get(api.JOB_NAME)), "status": j.get("status")}
-        for j in jobs
-    ]
-    total = job_count if job_count is not None else len(compact)
-    bad = [j for j in compact if j["status"] != api.JobStatus.SUCCESS.value]
-    shown = "; ".join(f"job {j['id']} on device {j['device']}: {j['status']}" for j in bad[:20])
+    listed = len(jobs)
+    summary = jobs if jobs and all("device" in j for j in jobs) else api.summarize_jobs(jobs, limit=listed)
+    # how many listed records the summary stands for (a retried job's entry stands for its attempts)
+    covered = sum(int(j.get("attempt") or 1) for j in summary)
+    records = job_count if job_count is not None else (covered if summary is jobs else listed)
+    missing = max(0, records - covered)
+    total = len(summary) + missing
+    bad = [j for j in summary if j.get("status") != api.JobStatus.SUCCESS.value]
+    shown = "; ".join(
+        f"job {j.get('id')} on device {j.get('device')}: {j.get('status')}{_attempts(j)}" for j in bad[:20]
+    )
     more = f"; and {len(bad) - 20} more" if len(bad) > 20 else ""
-    truncated = " (summary truncated)" if total > len(compact) else ""
+    truncated = " (summary truncated)" if missing else ""
     return (
         f"Quamotion test run {test_run_id} finished and did not pass: {len(bad)} of {total} job(s) did not "
         f"succeed{truncated}: {shown}{more}."
     )
+
+
+def _attempts(job: Mapping[str, Any]) -> str:
+    earlier = job.get("earlier") or []
+    if not job.get("attempt") or not earlier:
+        return ""
+    named = ", ".join(f"{e.get('id')} {e.get('status')}" for e in earlier)
+    return f" (attempt {job['attempt']}; earlier: {named})"
 
 
 def format_run_success(test_run_id: str, job_count: int) -> str:
