@@ -112,6 +112,7 @@ def watching(
         )
 
 
+@pytest.mark.timeout(900)  # three waits on the scheduler and a triggerer restart, on a busy machine
 @pytest.mark.usefixtures("watching")
 def test_one_event_per_finished_run_across_a_killed_triggerer(
     deployment: Deployment, deploy_sandbox: Sandbox
