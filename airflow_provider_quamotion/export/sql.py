@@ -256,6 +256,7 @@ def load_table(
     sql_types = TYPE_TABLES[family]
     kinds = {n: columns.type_of(n) for n in names}
     cursor = None
+    finish: Finish | None = None
     try:
         if getattr(hook, "supports_autocommit", False):
             hook.set_autocommit(conn, False)
@@ -327,7 +328,10 @@ def load_table(
         what = f"merging by {', '.join(key)}" if mode == "merge" else f"replacing {_what(windowed, window)}"
         log.info("Loaded %d rows into %s (%s)", n, table, what)
         return n
-    except BaseException:
+    except BaseException as error:
+        if finish is not None:
+            with contextlib.suppress(Exception):
+                finish(error)
         with contextlib.suppress(Exception):
             conn.rollback()
         raise
@@ -340,11 +344,13 @@ def load_table(
 
 
 Batch = list[tuple[Any, ...]]
+#: Ends a bulk path: ``finish()`` after the last batch, ``finish(error)`` when the load fails.
+Finish = Callable[..., None]
 
 
 def _bulk_path(
     hook: Any, conn: Any, cursor: Any, family: str, target: str, names: list[str], key: Sequence[str]
-) -> tuple[Callable[[Batch], None], Callable[[], None]]:
+) -> tuple[Callable[[Batch], None], Finish]:
     """``(write(batch), finish())``: the database's bulk path for the load's rows; ``key`` to upsert by.
 
     PostgreSQL: ``COPY FROM STDIN`` into the table, or (merge) into a temporary table that one
@@ -360,7 +366,7 @@ def _bulk_path(
     if family == "postgres" and not key:
         copy = _copier(cursor, target, quoted)
         if copy is not None:
-            return copy, _nothing
+            return copy
     if family == "postgres" and key:
         staging = quote(hook, "_quamotion_merge")
         cursor.execute(f"DROP TABLE IF EXISTS {staging}")
@@ -368,15 +374,19 @@ def _bulk_path(
         cursor.execute(f"CREATE TEMP TABLE {staging} ON COMMIT DROP AS {like}")
         copy = _copier(cursor, staging, quoted)
         if copy is not None:
+            write_staging, end_copy = copy
 
-            def merge() -> None:
+            def merge(error: BaseException | None = None) -> None:
+                end_copy(error)
+                if error is not None:
+                    return
                 # the last copy of a key loaded twice wins (ctid: the order COPY wrote them)
                 cursor.execute(
                     f"INSERT INTO {target} ({columns}) SELECT DISTINCT ON ({keys}) {columns} "  # noqa: S608
                     f"FROM {staging} ORDER BY {keys}, ctid DESC ON CONFLICT ({keys}) DO UPDATE SET {updates}"
                 )
 
-            return copy, merge
+            return write_staging, merge
     if family == "duckdb":
         arrow = _arrow_writer(conn, target, quoted, [quote(hook, k) for k in key])
         if arrow is not None:
@@ -399,7 +409,7 @@ def _bulk_path(
     return write, _nothing
 
 
-def _nothing() -> None:
+def _nothing(error: BaseException | None = None) -> None:
     """A bulk path with nothing to do at the end."""
 
 
@@ -455,25 +465,40 @@ def _copy_text(value: Any) -> str:
     return text
 
 
-def _copier(cursor: Any, target: str, quoted: list[str]) -> Callable[[list[tuple[Any, ...]]], None] | None:
-    """PostgreSQL's bulk path for a batch: ``COPY FROM STDIN`` through psycopg 3 or psycopg2."""
+def _copier(cursor: Any, target: str, quoted: list[str]) -> tuple[Callable[[Batch], None], Finish] | None:
+    """PostgreSQL's bulk path: ``COPY FROM STDIN``; ``(write(batch), finish())``, or ``None``.
+
+    psycopg 3: one ``COPY`` for the whole load, each batch written into it as it comes, so the server
+    ingests rows while the next batch is fetched and converted; ``finish`` ends it. (A failure
+    leaves the ``COPY`` open: the load's rollback and close abort it with the transaction.)
+    psycopg2 (``copy_expert`` reads a whole file): one ``COPY`` per batch.
+    """
     import io
 
     sql = f"COPY {target} ({', '.join(quoted)}) FROM STDIN"
     if hasattr(cursor, "copy") and not hasattr(cursor, "copy_expert"):  # psycopg 3
+        stack = contextlib.ExitStack()
+        copying: list[Any] = []
 
-        def copy3(batch: list[tuple[Any, ...]]) -> None:
-            with cursor.copy(sql) as out:
-                out.write("".join("\t".join(map(_copy_text, row)) + "\n" for row in batch))
+        def copy3(batch: Batch) -> None:
+            if not copying:
+                copying.append(stack.enter_context(cursor.copy(sql)))
+            copying[0].write("".join("\t".join(map(_copy_text, row)) + "\n" for row in batch))
 
-        return copy3
+        def end(error: BaseException | None = None) -> None:
+            if error is None:
+                stack.close()
+            else:  # CopyFail: the server ends the COPY, the load's rollback can run
+                stack.__exit__(type(error), error, error.__traceback__)
+
+        return copy3, end
     if hasattr(cursor, "copy_expert"):  # psycopg2
 
-        def copy2(batch: list[tuple[Any, ...]]) -> None:
+        def copy2(batch: Batch) -> None:
             text = "".join("\t".join(map(_copy_text, row)) + "\n" for row in batch)
             cursor.copy_expert(sql, io.StringIO(text))
 
-        return copy2
+        return copy2, _nothing
     return None
 
 
