@@ -12,6 +12,7 @@ import logging
 import re
 import threading
 from collections import OrderedDict
+from functools import cache
 from urllib.parse import quote, quote_plus
 
 from airflow_provider_quamotion.compat import AirflowException
@@ -25,19 +26,24 @@ MAX_SECRETS = 4096
 #: Loggers whose records pass the redactor: ours and the libraries our requests go through.
 REDACTED_LOGGERS = ("airflow_provider_quamotion", "msal", "urllib3", "requests", "httpx", "httpcore")
 
-#: Secrets recognised by their shape, with what replaces them.
-_SECRET_PATTERNS = (
-    (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1***"),
-    (
-        re.compile(
-            r"(?i)(\"?(?:access_token|refresh_token|id_token|client_secret|client_assertion|apikey|api_key"
-            r"|password|token)\"?\s*[:=]\s*\"?)[^\"&\s,}]+"
+
+@cache
+def _secret_patterns() -> tuple[tuple[re.Pattern[str], str], ...]:
+    """Secrets recognised by their shape, with what replaces them (compiled on first use, not at DAG
+    parse time: this module is imported by every operator)."""
+    return (
+        (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1***"),
+        (
+            re.compile(
+                r"(?i)(\"?(?:access_token|refresh_token|id_token|client_secret|client_assertion|apikey|api_key"
+                r"|password|token)\"?\s*[:=]\s*\"?)[^\"&\s,}]+"
+            ),
+            r"\1***",
         ),
-        r"\1***",
-    ),
-    (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), "***"),  # a JWT anywhere
-    (re.compile(r"(?i)(://[^/\s:@]*:)[^/\s@]+(@)"), r"\1***\2"),  # the password of user:password@host
-)
+        (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), "***"),  # a JWT anywhere
+        (re.compile(r"(?i)(://[^/\s:@]*:)[^/\s@]+(@)"), r"\1***\2"),  # the password of user:password@host
+    )
+
 
 _SECRETS: OrderedDict[str, None] = OrderedDict()
 _SECRETS_LOCK = threading.Lock()
@@ -80,7 +86,7 @@ def redact(text: str, *secrets: str | None) -> str:
     extra = [s for s in secrets if s and s in text]
     for secret in sorted({*known, *extra}, key=len, reverse=True):
         text = text.replace(secret, "***")
-    for pattern, replacement in _SECRET_PATTERNS:
+    for pattern, replacement in _secret_patterns():
         text = pattern.sub(replacement, text)
     return text
 

@@ -57,7 +57,7 @@ GOALS: dict[str, tuple[str, str, float | None]] = {
     "parse_import_overhead_ms": (
         "median import of operator + sensor modules on top of airflow.sdk, ms",
         "<=",
-        30,
+        10,
     ),
     "chaos_records_lost": ("chaos export (>= 50,000 runs + jobs, 20% faults, revoked tokens): lost", "==", 0),
     "chaos_records_duplicated": ("chaos export: duplicated", "==", 0),
