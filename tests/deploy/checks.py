@@ -20,9 +20,11 @@ API = "quamotion_api_and_sensor"
 API_TASKS = API_AND_SENSOR_TASKS
 
 
-def instant(value: str) -> dt.datetime | None:
+def instant(value: str) -> dt.datetime:
     """An ISO timestamp (``Z`` or an offset, naive is UTC) as an aware datetime."""
-    return parse_instant(value)
+    parsed = parse_instant(value)
+    assert parsed is not None, value
+    return parsed
 
 
 def history_day(sandbox: Sandbox, days_back: int) -> str:

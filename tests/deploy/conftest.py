@@ -7,6 +7,7 @@ A test file added to ``tests/deploy/`` gets, without more code:
   and every ``tests/deploy/dags/*.py``. Use ``deployment.unpause(dag_id)``, ``deployment.trigger(dag_id,
   logical_date=None)``, ``deployment.wait_for_dag_run(dag_id, run_id)``, ``deployment.restart("triggerer")``
   (SIGKILL then start), ``deployment.kill(name)``/``deployment.start_service(name)``,
+  ``deployment.wait_for_job("TriggererJob", after)``, ``deployment.skip_retry_delay(dag_id, run_id, delay)``,
   ``deployment.sandbox`` (faults, counters, expected records), ``deployment.meta_query(sql)``.
 * ``deploy_sandbox``: the deployment's sandbox without faults (cleared again after the test).
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import zipfile
 
+import pytest
+
 from airflow_provider_quamotion.sandbox import Sandbox
 from tests.dag_runs import NIGHTLY_TASKS
 from tests.deploy.checks import (
@@ -24,6 +26,9 @@ from tests.deploy.checks import (
     read_jsonl,
 )
 from tests.deploy.deployment import Deployment
+
+# Several DAG runs through the scheduler and a worker (and the session's start-up, when run alone).
+pytestmark = pytest.mark.timeout(600)
 
 
 def test_every_example_dag_with_and_without_a_date(deployment: Deployment, deploy_sandbox: Sandbox) -> None:

@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+
 from airflow_provider_quamotion.sandbox import Sandbox
 from airflow_provider_quamotion.storage import TEMP_MARKER
 from tests.deploy.checks import DAILY, DAILY_TASKS, TABLES, check_daily_export, history_day, warehouse_rows
 from tests.deploy.deployment import Deployment
 
 RETRY_DELAY = 300  # the example's default_args
+
+# Several DAG runs through the scheduler and a worker (and the session's start-up, when run alone).
+pytestmark = pytest.mark.timeout(600)
 
 
 def test_a_killed_worker_retries_to_the_same_output(deployment: Deployment, deploy_sandbox: Sandbox) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 
+import pytest
+
 from airflow_provider_quamotion.sandbox import Sandbox
 from tests.deploy.checks import (
     DAILY,
@@ -25,6 +27,9 @@ from tests.deploy.checks import (
 from tests.deploy.deployment import Deployment
 
 DAYS = 5
+
+# Several DAG runs through the scheduler and a worker (and the session's start-up, when run alone).
+pytestmark = pytest.mark.timeout(600)
 
 
 def test_a_parallel_backfill_exports_disjoint_complete_windows(
