@@ -175,3 +175,55 @@ async def test_an_aget_connection_without_a_supervisor_falls_back_below_3_2() ->
             await compat.aget_connection(NoSupervisor, "compat_probe")
     else:
         assert await compat.aget_connection(NoSupervisor, "compat_probe") == "blocking compat_probe"
+
+
+_CATCHES_IMPORT_ERROR = {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}
+
+
+def _airflow_imports() -> list[tuple[str, int, str, list[str]]]:
+    """Every ``from airflow... import`` of the package that runs (not under ``TYPE_CHECKING``, not in a
+    ``try`` that handles ``ImportError``), module level or inside functions: ``(path, line, module,
+    names)``."""
+    import ast
+
+    import airflow_provider_quamotion
+
+    found: list[tuple[str, int, str, list[str]]] = []
+
+    def visit(node: ast.AST, path: Path, guarded: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                visit(ast.Module(child.orelse, []), path, guarded)
+            elif isinstance(child, ast.Try) and any(
+                h.type is None or _CATCHES_IMPORT_ERROR & set(ast.unparse(h.type).strip("()").split(", "))
+                for h in child.handlers
+            ):
+                visit(ast.Module(child.body, []), path, True)
+                rest = [s for h in child.handlers for s in h.body] + child.orelse + child.finalbody
+                visit(ast.Module(rest, []), path, guarded)
+            elif isinstance(child, ast.ImportFrom) and (child.module or "").split(".")[0] == "airflow":
+                if not guarded:
+                    found.append((str(path), child.lineno, child.module or "", [a.name for a in child.names]))
+            else:
+                visit(child, path, guarded)
+
+    for path in Path(airflow_provider_quamotion.__file__).parent.rglob("*.py"):
+        visit(ast.parse(path.read_text()), path, False)
+    return found
+
+
+def test_every_airflow_import_of_the_package_resolves_on_this_airflow() -> None:
+    """What runs on 3.3 must import on 3.0 too: a name that moved goes through compat, or is guarded."""
+    imports = _airflow_imports()
+    assert len(imports) > 10  # the walk found the package's imports
+    missing = []
+    for path, line, module, names in imports:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a deprecated old home still imports
+            try:
+                target = importlib.import_module(module)
+            except ImportError as err:
+                missing.append(f"{path}:{line} {module}: {err}")
+                continue
+            missing += [f"{path}:{line} {module}.{name}" for name in names if not hasattr(target, name)]
+    assert not missing, missing
