@@ -63,7 +63,8 @@ def quamotion_event_driven() -> None:
     def finished_runs(triggering_asset_events: Any = None) -> list[dict[str, Any]]:
         """The finished runs of the events that triggered this DAG run, one per run id."""
         runs: dict[str, dict[str, Any]] = {}
-        for event in (triggering_asset_events or {}).get(finished_test_runs, ()):
+        events = triggering_asset_events.get(finished_test_runs, ()) if triggering_asset_events else ()
+        for event in events:
             payload = (event.extra or {}).get("payload")  # a manual asset event has none
             if isinstance(payload, dict) and payload.get("test_run_id"):
                 runs[payload["test_run_id"]] = payload

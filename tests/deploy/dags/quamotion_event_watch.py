@@ -42,7 +42,7 @@ def quamotion_event_watch() -> None:
     @task
     def finished_runs(triggering_asset_events: Any = None) -> list[dict[str, Any]]:
         runs: dict[str, dict[str, Any]] = {}
-        for event in (triggering_asset_events or {}).get(finished, ()):
+        for event in triggering_asset_events.get(finished, ()) if triggering_asset_events else ():
             payload = (event.extra or {}).get("payload")
             if isinstance(payload, dict) and payload.get("test_run_id"):
                 runs[payload["test_run_id"]] = {k: payload[k] for k in ("test_run_id", "state", "job_count")}
