@@ -313,7 +313,7 @@ FIELD_TYPES: dict[str, dict[str, str]] = {
     "projects": {"tenantId": "integer", "gitLabId": "integer", "flags": "integer"},
     "applications": {},
     "test_packages": {},
-    "device_groups": {},  # devices/variables stay JSON text for now (tests read them as text)
+    "device_groups": {"devices": "json", "variables": "json"},
     "schedules": {
         "id": "integer",
         "next_run_at": "timestamp",

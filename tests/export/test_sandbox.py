@@ -162,10 +162,17 @@ def test_unwindowed_resource_into_postgres_replaces_all(
             task_id="t", resource="device_groups", sql_conn_id="warehouse", table="DeviceGroups"
         ).execute({})
     with psycopg2.connect(pg_database) as conn, conn.cursor() as cur:
-        cur.execute('SELECT "deviceGroupId", "devices" FROM "DeviceGroups" ORDER BY "deviceGroupId"')
+        cur.execute('SELECT "deviceGroupId", "devices", jsonb_array_length("devices") FROM "DeviceGroups"')
         rows = cur.fetchall()
+        cur.execute(
+            "SELECT column_name, data_type FROM information_schema.columns"
+            " WHERE table_name = 'DeviceGroups' AND column_name IN ('devices', 'variables')"
+        )
+        types = dict(cur.fetchall())
     assert len(rows) == summary["rows"] > 0
-    assert all(isinstance(json.loads(devices), list) for _, devices in rows)
+    # nested values are JSON (jsonb on PostgreSQL): psycopg2 gives them back parsed, and SQL can query them
+    assert types == {"devices": "jsonb", "variables": "jsonb"}
+    assert all(isinstance(devices, list) and length == len(devices) for _, devices, length in rows)
 
 
 def test_test_runs_into_sqlite(
