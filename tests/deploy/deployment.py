@@ -435,12 +435,13 @@ class Deployment:
         finally:
             file.unlink()
         files = EXAMPLE_DAGS / "files"
-        for key, value in {
+        variables = {
             "quamotion_export_base": str(self.exports),
             "quamotion_app_path": str(files / "Acquaint.apk"),
             "quamotion_test_package_path": str(files / "acquaint-tests.zip"),
-        }.items():
-            self.airflow("variables", "set", key, value)
+        }
+        (self.root / "variables.json").write_text(json.dumps(variables))
+        self.airflow("variables", "import", str(self.root / "variables.json"))  # one CLI start, not three
 
     def _wait_dags_parsed(self) -> None:
         expected = {p.stem for p in self.dags_folder.glob("*.py")}
