@@ -162,6 +162,45 @@ def check_mapping(name: str, value: Any) -> Mapping[str, Any] | None:
     raise QuamotionConfigError(f"{name} must be a dict, not {type(value).__name__} {_short(repr(value))}.")
 
 
+def renamed_argument(
+    old_name: str,
+    old_value: Any,
+    new_name: str,
+    new_value: Any,
+    *,
+    stacklevel: int = 3,
+    refuse_both: bool = True,
+) -> Any:
+    """The value of an argument renamed in this release: the new name's, or the old one's with a warning.
+
+    The one rule for every deprecated argument name of the operators and sensors (accepted for one
+    release with an ``AirflowProviderDeprecationWarning``).
+
+    :param old_name: the deprecated name (``hook_settings``).
+    :param old_value: what was passed under it (``None``: not passed).
+    :param new_name: the name to use instead (``hook_params``).
+    :param new_value: what was passed under the new name.
+    :param stacklevel: the warning's stack level, counted from the caller of this function.
+    :param refuse_both: refuse both names at once (``False`` where the new name has a non-``None``
+        default, so "passed" cannot be told from "defaulted").
+    :raises QuamotionConfigError: both names were given.
+    """
+    if old_value is None:
+        return new_value
+    import warnings
+
+    from airflow.exceptions import AirflowProviderDeprecationWarning
+
+    if refuse_both and new_value is not None:
+        raise QuamotionConfigError(f"Pass {new_name}= only ({old_name}= is its deprecated name).")
+    warnings.warn(
+        f"{old_name}= is deprecated and will be removed in the next release; use {new_name}=.",
+        AirflowProviderDeprecationWarning,
+        stacklevel=stacklevel,
+    )
+    return old_value
+
+
 def check_hook_params(
     hook_params: Mapping[str, Any] | None,
     *,
@@ -182,19 +221,9 @@ def check_hook_params(
     :raises QuamotionConfigError: for a name that is not a connection setting, a secret in a deferrable
         task, both names given, or a string (a dict rendered by Jinja).
     """
-    if hook_settings is not None:
-        import warnings
-
-        from airflow.exceptions import AirflowProviderDeprecationWarning
-
-        if hook_params is not None:
-            raise QuamotionConfigError("Pass hook_params= only (hook_settings= is its deprecated name).")
-        warnings.warn(
-            "hook_settings= is deprecated and will be removed in the next release; use hook_params=.",
-            AirflowProviderDeprecationWarning,
-            stacklevel=stacklevel,
-        )
-        hook_params = hook_settings
+    hook_params = renamed_argument(
+        "hook_settings", hook_settings, "hook_params", hook_params, stacklevel=stacklevel + 1
+    )
     from airflow_provider_quamotion.settings import QuamotionSettings
 
     settings = dict(check_mapping("hook_params", hook_params) or {})

@@ -27,6 +27,7 @@ from airflow_provider_quamotion.runs import (
     check_hook_settings,  # noqa: F401  (re-exported for 0.x callers)
     check_mapping,
     hook_overrides,
+    renamed_argument,
 )
 
 if TYPE_CHECKING:
@@ -107,19 +108,7 @@ class QuamotionApiOperator(QuamotionBaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if output_path is not None:
-            import warnings
-
-            from airflow.exceptions import AirflowProviderDeprecationWarning
-
-            if destination is not None:
-                raise QuamotionConfigError("Pass destination= only (output_path= is its deprecated name).")
-            warnings.warn(
-                "output_path= is deprecated and will be removed in the next release; use destination=.",
-                AirflowProviderDeprecationWarning,
-                stacklevel=2,
-            )
-            destination = output_path
+        destination = renamed_argument("output_path", output_path, "destination", destination)
         if response_filter is not None and destination is not None:
             raise QuamotionConfigError(
                 "response_filter and destination cannot be combined: with destination the body streams "

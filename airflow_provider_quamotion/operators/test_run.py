@@ -33,8 +33,6 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.exceptions import AirflowProviderDeprecationWarning
-
 from airflow_provider_quamotion import api
 from airflow_provider_quamotion.compat import (
     HAS_RESUMABLE_JOBS,
@@ -62,6 +60,7 @@ from airflow_provider_quamotion.runs import (
     limit_text,
     poll_run,
     push_run_reference,
+    renamed_argument,
     rendered_dict_error,
     safe_hook_settings,
     wait_deadline,
@@ -168,13 +167,9 @@ class QuamotionStartTestRunOperator(ResumableJobMixin, QuamotionBaseOperator):
         super().__init__(**kwargs)
         self.follow_logs = bool(follow_logs)
         self.log_budget_bytes = check_log_budget(log_budget_bytes)
-        if poll_interval is not None:
-            warnings.warn(
-                "poll_interval= is deprecated and will be removed in the next release; use poke_interval=.",
-                AirflowProviderDeprecationWarning,
-                stacklevel=2,
-            )
-            poke_interval = poll_interval
+        poke_interval = renamed_argument(
+            "poll_interval", poll_interval, "poke_interval", poke_interval, refuse_both=False
+        )
         self.app = app
         self.test_package = test_package
         self.device_group = device_group
