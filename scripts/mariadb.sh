@@ -41,15 +41,17 @@ case "${1:-}" in
   start)
     need
     if ! server_pid >/dev/null; then
-      mkdir -p "$DIR"
+      # the server's own temporary directory: $TMPDIR may not be writable by the mysql user (as root)
+      mkdir -p "$DIR/tmp"
       user_opt=()
-      if [ "$(id -u)" = 0 ]; then chown mysql: "$DIR"; user_opt=(--user=mysql); fi
+      if [ "$(id -u)" = 0 ]; then chown mysql: "$DIR" "$DIR/tmp"; user_opt=(--user=mysql); fi
+      export TMPDIR="$DIR/tmp"
       if [ ! -d "$DATA/mysql" ]; then
         mariadb-install-db --no-defaults "${user_opt[@]}" --datadir="$DATA" --auth-root-authentication-method=normal \
           --skip-test-db >"$DIR/install.log" 2>&1 || { cat "$DIR/install.log" >&2; exit 1; }
       fi
       (cd / && exec /usr/sbin/mariadbd --no-defaults "${user_opt[@]}" --datadir="$DATA" --socket="$SOCK" \
-        --port="$PORT" --bind-address=127.0.0.1 --pid-file="$PIDFILE" --log-error="$DIR/server.log" \
+        --port="$PORT" --bind-address=127.0.0.1 --pid-file="$PIDFILE" --log-error="$DIR/server.log" --tmpdir="$DIR/tmp" \
         --skip-name-resolve --innodb-flush-log-at-trx-commit=0 --innodb-buffer-pool-size=64M \
         --character-set-server=utf8mb4 --collation-server=utf8mb4_bin --default-time-zone=+00:00 \
         </dev/null >/dev/null 2>&1 &)
