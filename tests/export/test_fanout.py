@@ -37,6 +37,22 @@ def _no_leftover_workers() -> None:
         thread.join(10)
 
 
+def export_jobs_in_order(sb: Any, tmp_path: Path, since: Any, until: Any, concurrency: int) -> None:
+    """Export the window's jobs with ``concurrency`` workers; every job is there, in run order."""
+    target = tmp_path / "jobs.jsonl"
+    summary = QuamotionExportOperator(
+        task_id="t",
+        resource="jobs",
+        destination=str(target),
+        since=since,
+        until=until,
+        max_concurrency=concurrency,
+    ).execute({})
+    expected = expected_jobs(sb, since, until)
+    assert summary["rows"] == len(expected)
+    assert [json.loads(line) for line in target.read_text().splitlines()] == expected  # run order kept
+
+
 def test_one_slow_run_does_not_hold_the_others_up(
     sandbox_conn: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -61,19 +77,7 @@ def test_one_slow_run_does_not_hold_the_others_up(
                 events.append(("end", run_id))
 
     monkeypatch.setattr(QuamotionHook, "list_jobs", logged)
-    target = tmp_path / "jobs.jsonl"
-    summary = QuamotionExportOperator(
-        task_id="t",
-        resource="jobs",
-        destination=str(target),
-        since=since,
-        until=until,
-        max_concurrency=concurrency,
-    ).execute({})
-
-    expected = expected_jobs(sb, since, until)
-    assert summary["rows"] == len(expected)
-    assert [json.loads(line) for line in target.read_text().splitlines()] == expected  # run order kept
+    export_jobs_in_order(sb, tmp_path, since, until, concurrency)
     begin, end = events.index(("start", slow)), events.index(("end", slow))
     done_meanwhile = [rid for kind, rid in events[begin:end] if kind == "end" and rid != slow]
     # Before: at most 2 x concurrency runs were in flight, so the slow head blocked all but
@@ -179,19 +183,7 @@ def test_a_request_waiting_on_a_retry_gives_its_slot_to_the_others(
         return response
 
     monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", counted_send)
-    target = tmp_path / "jobs.jsonl"
-    summary = QuamotionExportOperator(
-        task_id="t",
-        resource="jobs",
-        destination=str(target),
-        since=since,
-        until=until,
-        max_concurrency=concurrency,
-    ).execute({})
-
-    expected = expected_jobs(sb, since, until)
-    assert summary["rows"] == len(expected)
-    assert [json.loads(line) for line in target.read_text().splitlines()] == expected
+    export_jobs_in_order(sb, tmp_path, since, until, concurrency)
     assert sb.counters()["status"].get("503") == 1
     assert most <= concurrency  # never more requests on the wire than max_concurrency
     assert overlapping_during_wait > 0  # both slots were busy with other runs during the wait
