@@ -20,7 +20,7 @@ import datetime as dt
 import json
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from airflow_provider_quamotion.api import parse_timestamp
@@ -34,6 +34,34 @@ SCALAR_KEY = "value"
 
 #: One encoder for every value (``json.dumps`` with options builds a new encoder per call).
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def _c_encoder() -> Callable[[Any], str]:
+    """``_ENCODER.encode`` without its per-call set-up: the C encoder ``JSONEncoder.encode`` builds on
+    every call (with a closure), built once. Without the circular-reference check (records come from
+    JSON, which cannot nest into itself: a cyclic value fails with ``RecursionError``), so one encoder
+    serves every thread. ``_ENCODER.encode`` where the C encoder is missing or differs (checked once)."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return _ENCODER.encode
+    try:
+        chunks = make(None, str, json.encoder.encode_basestring, None, ":", ",", False, False, True)
+    except TypeError:  # another signature
+        return _ENCODER.encode
+    join = "".join
+
+    def encode(value: Any) -> str:
+        return join(chunks(value, 0))
+
+    probe = {"a": [1, 2.5, None, True, 'é\t"\n', {"b": float("inf")}], "c": dt.date(2024, 1, 2)}
+    try:
+        same = encode(probe) == _ENCODER.encode(probe) and encode("x\ty") == _ENCODER.encode("x\ty")
+    except Exception:  # any failure: the standard path
+        same = False
+    return encode if same else _ENCODER.encode
+
+
+_encode = _c_encoder()
 
 TEXT = "text"
 INTEGER = "integer"
@@ -50,7 +78,7 @@ MISFIT: Any = object()
 
 def to_json(value: Any) -> str:
     """Compact JSON, keys in the order served, non-ASCII kept."""
-    return _ENCODER.encode(value)
+    return _encode(value)
 
 
 def check_schema(schema: Mapping[str, str] | None) -> dict[str, str] | None:

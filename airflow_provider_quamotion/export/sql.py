@@ -32,8 +32,9 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import islice
+from operator import itemgetter
 from typing import Any
 
 from airflow_provider_quamotion.api import TEST_RUN_SCHEDULED
@@ -281,20 +282,30 @@ def load_table(
         if mode == "replace":
             delete, delete_params = _delete(hook, target, windowed, window, ph)
             cursor.execute(delete, delete_params)
-        write, finish = _bulk_path(
-            hook, conn, cursor, family, target, all_names, key if mode == "merge" else ()
-        )
-        adapt = [
-            _adapter(
-                family, kinds[n], scheduled_tz if windowed and n == TEST_RUN_SCHEDULED else dt.timezone.utc
-            )
-            for n in names
-        ]
-        every = list(columns.names or ())
-        positions = [every.index(n) for n in names]
+        zones = {n: scheduled_tz if windowed and n == TEST_RUN_SCHEDULED else dt.timezone.utc for n in names}
         misfits: dict[str, int] = {}
         n = 0
         stream = _chain(first, iterator)
+        size = max(1, batch_size)
+        if family == "postgres":
+            order, encode = _copy_encoder(names, kinds, zones, columns, windowed, misfits)
+            text = _text_path(hook, cursor, target, [*order, *extra], key if mode == "merge" else ())
+            if text is not None:
+                write_text, finish = text
+                while True:
+                    lines = [encode(row) for row in islice(stream, size)]
+                    if not lines:
+                        break
+                    n += len(lines)
+                    lines.append("")  # the last line's break
+                    write_text("\n".join(lines))
+                return _done(conn, finish, misfits, n, table, mode, key, windowed, window)
+        write, finish = _bulk_path(
+            hook, conn, cursor, family, target, all_names, key if mode == "merge" else ()
+        )
+        adapt = [_adapter(family, kinds[n], zones[n]) for n in names]
+        every = list(columns.names or ())
+        positions = [every.index(n) for n in names]
         while True:
             batch = []
             for row in islice(stream, max(1, batch_size)):
@@ -315,19 +326,7 @@ def load_table(
                 break
             write(batch)
             n += len(batch)
-        finish()
-        conn.commit()
-        if misfits:
-            log.warning(
-                "%d value(s) did not fit their column's type and were loaded as NULL (%s); the records "
-                "keep them in %s",
-                sum(misfits.values()),
-                ", ".join(f"{c}: {k}" for c, k in misfits.items()),
-                RECORD_COLUMN,
-            )
-        what = f"merging by {', '.join(key)}" if mode == "merge" else f"replacing {_what(windowed, window)}"
-        log.info("Loaded %d rows into %s (%s)", n, table, what)
-        return n
+        return _done(conn, finish, misfits, n, table, mode, key, windowed, window)
     except BaseException as error:
         if finish is not None:
             with contextlib.suppress(Exception):
@@ -348,45 +347,84 @@ Batch = list[tuple[Any, ...]]
 Finish = Callable[..., None]
 
 
+def _done(
+    conn: Any,
+    finish: Finish,
+    misfits: dict[str, int],
+    n: int,
+    table: str,
+    mode: str,
+    key: Sequence[str],
+    windowed: bool,
+    window: Window,
+) -> int:
+    """End the bulk path, commit, log what was loaded; returns ``n``."""
+    finish()
+    conn.commit()
+    if misfits:
+        log.warning(
+            "%d value(s) did not fit their column's type and were loaded as NULL (%s); the records "
+            "keep them in %s",
+            sum(misfits.values()),
+            ", ".join(f"{c}: {k}" for c, k in misfits.items()),
+            RECORD_COLUMN,
+        )
+    what = f"merging by {', '.join(key)}" if mode == "merge" else f"replacing {_what(windowed, window)}"
+    log.info("Loaded %d rows into %s (%s)", n, table, what)
+    return n
+
+
+def _text_path(
+    hook: Any, cursor: Any, target: str, names: list[str], key: Sequence[str]
+) -> tuple[Callable[[str], None], Finish] | None:
+    """PostgreSQL's bulk path: ``(write(copy_text), finish())`` of ``COPY FROM STDIN`` into the table,
+    or (``key``, merge) into a temporary table that one ``INSERT ... SELECT ... ON CONFLICT DO
+    UPDATE`` merges at the end; ``None`` when the driver has no ``COPY`` (``executemany`` then)."""
+    if not (hasattr(cursor, "copy") or hasattr(cursor, "copy_expert")):
+        return None
+    quoted = [quote(hook, n) for n in names]
+    if not key:
+        return _copier(cursor, target, quoted)
+    columns = ", ".join(quoted)
+    keys = ", ".join(quote(hook, k) for k in key)
+    updates = ", ".join(f"{q} = excluded.{q}" for n, q in zip(names, quoted, strict=True) if n not in key)
+    staging = quote(hook, "_quamotion_merge")
+    cursor.execute(f"DROP TABLE IF EXISTS {staging}")
+    like = f"SELECT {columns} FROM {target} WITH NO DATA"  # noqa: S608 (quoted identifiers)
+    cursor.execute(f"CREATE TEMP TABLE {staging} ON COMMIT DROP AS {like}")
+    copy = _copier(cursor, staging, quoted)
+    if copy is None:
+        return None
+    write_staging, end_copy = copy
+
+    def merge(error: BaseException | None = None) -> None:
+        end_copy(error)
+        if error is not None:
+            return
+        # the last copy of a key loaded twice wins (ctid: the order COPY wrote them)
+        cursor.execute(
+            f"INSERT INTO {target} ({columns}) SELECT DISTINCT ON ({keys}) {columns} "  # noqa: S608
+            f"FROM {staging} ORDER BY {keys}, ctid DESC ON CONFLICT ({keys}) DO UPDATE SET {updates}"
+        )
+
+    return write_staging, merge
+
+
 def _bulk_path(
     hook: Any, conn: Any, cursor: Any, family: str, target: str, names: list[str], key: Sequence[str]
 ) -> tuple[Callable[[Batch], None], Finish]:
     """``(write(batch), finish())``: the database's bulk path for the load's rows; ``key`` to upsert by.
 
-    PostgreSQL: ``COPY FROM STDIN`` into the table, or (merge) into a temporary table that one
-    ``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` merges at the end. DuckDB: each batch inserted
-    as an Arrow table (merge: the batch's keys deleted first). SQLite: ``executemany`` (merge:
-    ``ON CONFLICT DO UPDATE``). Others (MySQL/MariaDB, generic): batched ``executemany`` (merge:
-    the batch's keys deleted first). Everything runs in the load's one transaction.
+    PostgreSQL takes COPY text instead (:func:`_text_path`); without ``COPY`` in its driver it comes
+    here. DuckDB: each batch inserted as an Arrow table (merge: the batch's keys deleted first).
+    SQLite: ``executemany`` (merge: ``ON CONFLICT DO UPDATE``). Others (PostgreSQL without ``COPY``,
+    MySQL/MariaDB, generic): batched ``executemany`` (merge: the batch's keys deleted first).
+    Everything runs in the load's one transaction.
     """
     quoted = [quote(hook, n) for n in names]
     columns = ", ".join(quoted)
     keys = ", ".join(quote(hook, k) for k in key)
     updates = ", ".join(f"{q} = excluded.{q}" for n, q in zip(names, quoted, strict=True) if n not in key)
-    if family == "postgres" and not key:
-        copy = _copier(cursor, target, quoted)
-        if copy is not None:
-            return copy
-    if family == "postgres" and key:
-        staging = quote(hook, "_quamotion_merge")
-        cursor.execute(f"DROP TABLE IF EXISTS {staging}")
-        like = f"SELECT {columns} FROM {target} WITH NO DATA"  # noqa: S608 (quoted identifiers)
-        cursor.execute(f"CREATE TEMP TABLE {staging} ON COMMIT DROP AS {like}")
-        copy = _copier(cursor, staging, quoted)
-        if copy is not None:
-            write_staging, end_copy = copy
-
-            def merge(error: BaseException | None = None) -> None:
-                end_copy(error)
-                if error is not None:
-                    return
-                # the last copy of a key loaded twice wins (ctid: the order COPY wrote them)
-                cursor.execute(
-                    f"INSERT INTO {target} ({columns}) SELECT DISTINCT ON ({keys}) {columns} "  # noqa: S608
-                    f"FROM {staging} ORDER BY {keys}, ctid DESC ON CONFLICT ({keys}) DO UPDATE SET {updates}"
-                )
-
-            return write_staging, merge
     if family == "duckdb":
         arrow = _arrow_writer(conn, target, quoted, [quote(hook, k) for k in key])
         if arrow is not None:
@@ -445,28 +483,34 @@ def _arrow_writer(
 def _copy_text(value: Any) -> str:
     """A value in ``COPY ... FROM STDIN`` text format (``\\N`` for NULL, backslash escapes)."""
     if value is None:
-        return "\\N"
+        return _NULL
     kind = type(value)
     if kind is str:
-        text = value
-    elif kind is bool:
+        return _escaped(value)
+    if kind is bool:
         return "t" if value else "f"
-    elif kind is int:
+    if kind is int:
         return str(value)
-    elif kind is float:
+    if kind is float:
         return repr(value)
-    elif isinstance(value, dt.datetime):
+    if isinstance(value, dt.datetime):
         return value.isoformat()
-    else:
-        text = str(value)
+    return _escaped(str(value))
+
+
+_NULL = "\\N"
+
+
+def _escaped(text: str) -> str:
+    """``text`` with COPY's backslash escapes (backslash, tab, newline, carriage return)."""
     # four scans in C are cheaper than one generator over the special characters
     if "\\" in text or "\t" in text or "\n" in text or "\r" in text:
         text = text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
     return text
 
 
-def _copier(cursor: Any, target: str, quoted: list[str]) -> tuple[Callable[[Batch], None], Finish] | None:
-    """PostgreSQL's bulk path: ``COPY FROM STDIN``; ``(write(batch), finish())``, or ``None``.
+def _copier(cursor: Any, target: str, quoted: list[str]) -> tuple[Callable[[str], None], Finish] | None:
+    """``COPY FROM STDIN`` of COPY text; ``(write(text), finish())``, or ``None`` without ``COPY``.
 
     psycopg 3: one ``COPY`` for the whole load, each batch written into it as it comes, so the server
     ingests rows while the next batch is fetched and converted; ``finish`` ends it. (A failure
@@ -480,10 +524,10 @@ def _copier(cursor: Any, target: str, quoted: list[str]) -> tuple[Callable[[Batc
         stack = contextlib.ExitStack()
         copying: list[Any] = []
 
-        def copy3(batch: Batch) -> None:
+        def copy3(text: str) -> None:
             if not copying:
                 copying.append(stack.enter_context(cursor.copy(sql)))
-            copying[0].write("".join("\t".join(map(_copy_text, row)) + "\n" for row in batch))
+            copying[0].write(text)
 
         def end(error: BaseException | None = None) -> None:
             if error is None:
@@ -494,12 +538,174 @@ def _copier(cursor: Any, target: str, quoted: list[str]) -> tuple[Callable[[Batc
         return copy3, end
     if hasattr(cursor, "copy_expert"):  # psycopg2
 
-        def copy2(batch: Batch) -> None:
-            text = "".join("\t".join(map(_copy_text, row)) + "\n" for row in batch)
+        def copy2(text: str) -> None:
             cursor.copy_expert(sql, io.StringIO(text))
 
         return copy2, _nothing
     return None
+
+
+def _copy_encoder(
+    names: list[str],
+    kinds: dict[str, str],
+    zones: dict[str, dt.tzinfo],
+    columns: Columns,
+    windowed: bool,
+    misfits: dict[str, int],
+) -> tuple[list[str], Callable[[Row], str]]:
+    """``(order, line)``: ``line(row)`` is a row's ``COPY`` text line (without its line break), the columns ``names`` in
+    ``order`` (text columns first), then ``_scheduled_utc`` when ``windowed``, then ``_record``; a
+    value that does not fit its column is NULL, counted in ``misfits``.
+
+    The same text as :func:`_adapter` then :func:`_copy_text` per value, with fewer Python calls per
+    row: the text columns taken in one ``itemgetter`` and joined as they are, their escapes checked
+    once on the joined text (each NULL brings one backslash, so more backslashes, or more tabs than
+    separators, or a line break, and the row's text cells are escaped one by one); typed columns by a
+    converter per column (:func:`_copy_cell`); the record's JSON has no raw tab or line break (JSON
+    escapes them), only its backslashes to double.
+    """
+    every = list(columns.names or ())
+    known = frozenset(every)
+    size = len(every)
+    texts = [c for c in names if kinds[c] == TEXT]
+    typed_names = [c for c in names if kinds[c] != TEXT]
+    get_texts = _getter(texts)
+    get_typed = _getter(typed_names)
+    converters = [_copy_cell(kinds[c], zones[c], _counter(misfits, c)) for c in typed_names]
+    separators = len(texts) - 1
+    null = _NULL
+    join = "\t".join
+    encode = to_json
+
+    def text_cell(value: Any) -> str:
+        return null if value is None else value if isinstance(value, str) else encode(value)
+
+    def line(row: Row) -> str:
+        record = row.record
+        if record.__class__ is dict and len(record) == size and record.keys() <= known:
+            source = record
+        else:  # missing keys, other keys (a warning names them once), not an object
+            source = dict(zip(every, columns.values(record), strict=True))
+        cells = [convert(v) for convert, v in zip(converters, get_typed(source), strict=False)]
+        if texts:
+            values = get_texts(source)
+            joined = join([v if v.__class__ is str else null if v is None else text_cell(v) for v in values])
+            if (
+                joined.count("\\") != values.count(None)
+                or joined.count("\t") != separators
+                or "\n" in joined
+                or "\r" in joined
+            ):
+                joined = join([null if v is None else _escaped(text_cell(v)) for v in values])
+            cells.insert(0, joined)
+        if windowed:
+            cells.append(null if row.scheduled is None else utc_text(row.scheduled))
+        whole = encode(record)
+        cells.append(whole.replace("\\", "\\\\") if "\\" in whole else whole)
+        return join(cells)
+
+    return [*texts, *typed_names], line
+
+
+def _getter(names: list[str]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """mapping -> the values of ``names`` as a tuple (``operator.itemgetter``, also for 0 or 1 name)."""
+    if len(names) > 1:
+        return itemgetter(*names)
+    if names:
+        only = names[0]
+        return lambda mapping: (mapping[only],)
+    return lambda mapping: ()
+
+
+def _counter(misfits: dict[str, int], name: str) -> Callable[[], None]:
+    """Counts one misfit of column ``name``."""
+
+    def count() -> None:
+        misfits[name] = misfits.get(name, 0) + 1
+
+    return count
+
+
+#: Integers PostgreSQL's ``BIGINT`` takes.
+_INT_MIN, _INT_END = -(2**63), 2**63
+
+
+def _copy_cell(kind: str, naive_tz: dt.tzinfo, misfit: Callable[[], None]) -> Callable[[Any], str]:
+    """value -> its ``COPY`` text for a PostgreSQL column of type ``kind`` (not text), escaped;
+    ``\\N`` for NULL and for a value that does not fit (``misfit()`` counts it).
+
+    The usual values take a short way, with the text :func:`_adapter` then :func:`_copy_text` give:
+    an ``int``, a finite ``float``, a ``bool``, an offsetless timestamp where offsetless means UTC
+    (parsed, written back with ``+00:00``: no conversion to UTC to do); JSON's only special character
+    is the backslash. Anything else goes through :func:`_adapter`.
+    """
+    to_db = _adapter("postgres", kind, naive_tz)
+    null = _NULL
+
+    def general(value: Any) -> str:
+        if value is None:
+            return null
+        converted = to_db(value)
+        if converted is MISFIT:
+            misfit()
+            return null
+        return _copy_text(converted)
+
+    if kind == INTEGER:
+
+        def integer(value: Any) -> str:
+            if value.__class__ is int and _INT_MIN <= value < _INT_END:
+                return str(value)
+            return general(value)
+
+        return integer
+    if kind == FLOAT:
+
+        def number(value: Any) -> str:
+            if value.__class__ is float and value - value == 0.0:  # finite (inf - inf and nan are nan)
+                return repr(value)
+            return general(value)
+
+        return number
+    if kind == BOOLEAN:
+
+        def boolean(value: Any) -> str:
+            if value is True:
+                return "t"
+            if value is False:
+                return "f"
+            return general(value)
+
+        return boolean
+    if (
+        kind == TIMESTAMP
+        and isinstance(naive_tz, dt.timezone)
+        and naive_tz.utcoffset(None) == dt.timedelta(0)
+    ):
+        parse = dt.datetime.fromisoformat
+
+        def timestamp(value: Any) -> str:
+            if value.__class__ is str:
+                try:
+                    parsed = parse(value)
+                except ValueError:
+                    return general(value)  # "Z" before Python 3.11, spaces around, not a time: as always
+                if parsed.tzinfo is None:  # UTC: the wall-clock time is the UTC time
+                    return parsed.isoformat() + "+00:00"
+            return general(value)
+
+        return timestamp
+    if kind == JSON:
+        encode = to_json
+
+        def json_text(value: Any) -> str:
+            if value is None:
+                return null
+            text = encode(value)
+            return text.replace("\\", "\\\\") if "\\" in text else text
+
+        return json_text
+    return general
 
 
 def _adapter(family: str, kind: str, naive_tz: dt.tzinfo = dt.timezone.utc) -> Callable[[Any], Any]:

@@ -386,17 +386,24 @@ def test_postgres_replace_loads_through_copy(pg: tuple[Any, str], monkeypatch: p
     from airflow_provider_quamotion.export import sql
 
     hook, uri = pg
-    copied: list[Any] = []
-    original = sql._copy_text
+    copied: list[str] = []
+    original = sql._copier
 
-    def spy(value: Any) -> str:
-        copied.append(value)
-        return original(value)
+    def spy(cursor: Any, target: str, quoted: list[str]) -> Any:
+        path = original(cursor, target, quoted)
+        assert path is not None  # psycopg has COPY
+        write, finish = path
 
-    monkeypatch.setattr(sql, "_copy_text", spy)
+        def counted(text: str) -> None:
+            copied.append(text)
+            write(text)
+
+        return counted, finish
+
+    monkeypatch.setattr(sql, "_copier", spy)
     odd = {**JOBS[0], "name": "tab\there\nnew line \\N back\\slash é", "commitId": None}
     assert load(hook, "public.jobs", "jobs", [odd, *JOBS[1:]], batch_size=2) == 4
-    assert copied  # the rows went through COPY FROM STDIN
+    assert [t.count("\n") for t in copied] == [2, 2]  # the rows went through COPY FROM STDIN, 2 a batch
     got = pg_query(uri, 'SELECT name, "commitId", started, _record FROM jobs WHERE id = 11')[0]
     assert got[:3] == (odd["name"], None, dt.datetime(2024, 1, 1, 8, 0, 5, tzinfo=UTC))
     assert json.loads(got[3]) == odd
