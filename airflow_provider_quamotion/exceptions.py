@@ -24,7 +24,15 @@ MIN_SECRET_CHARS = 8
 #: Tokens and secrets remembered by the redactor (oldest forgotten first: a token hours past expiry).
 MAX_SECRETS = 4096
 #: Loggers whose records pass the redactor: ours and the libraries our requests go through.
-REDACTED_LOGGERS = ("airflow_provider_quamotion", "msal", "urllib3", "requests", "httpx", "httpcore")
+REDACTED_LOGGERS = (
+    "airflow_provider_quamotion",
+    "msal",
+    "urllib3",
+    "requests",
+    "aiohttp",
+    "httpx",
+    "httpcore",
+)
 
 
 @cache

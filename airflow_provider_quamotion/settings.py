@@ -156,18 +156,25 @@ class QuamotionSettings:
 
     def identity(self) -> tuple[str, ...]:
         """The whole identity of these credentials, secrets hashed: what every process-wide cache
-        (tokens, project roots, pooled clients) is keyed by, so two tenants never share an entry."""
-        proxies = json.dumps(sorted((self.proxies or {}).items()))
-        return (
-            self.origin,
-            self.authority,
-            self.client_id or "",
-            _digest(self.client_secret),
-            _digest(self.api_key),
-            self.resource,
-            repr(self.verify),
-            _digest(proxies),
-        )
+        (tokens, project roots, pooled clients) is keyed by, so two tenants never share an entry.
+
+        Computed once per settings object (they are frozen): every request of every trigger asks.
+        """
+        cached: tuple[str, ...] | None = self.__dict__.get("_identity")
+        if cached is None:
+            proxies = json.dumps(sorted((self.proxies or {}).items()))
+            cached = (
+                self.origin,
+                self.authority,
+                self.client_id or "",
+                _digest(self.client_secret),
+                _digest(self.api_key),
+                self.resource,
+                repr(self.verify),
+                _digest(proxies),
+            )
+            object.__setattr__(self, "_identity", cached)  # not a field: eq, repr and replace() ignore it
+        return cached
 
 
 def _digest(secret: str | None) -> str:

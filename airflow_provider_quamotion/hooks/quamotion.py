@@ -31,7 +31,6 @@ from airflow_provider_quamotion.transport.aio import AsyncQuamotionClient, ssl_c
 from airflow_provider_quamotion.transport.jsonio import (
     MAX_BODY_BYTES,
     QuamotionResponseTooLargeError,
-    body_budget,
     iter_body,
     iter_json_records,
     parse_json,
@@ -619,7 +618,8 @@ class QuamotionAsyncHook(_QuamotionHookBase):
     async def request(
         self, method: str, endpoint: str, *, deadline: float | None = None, **kwargs: Any
     ) -> Any:
-        """Call ``endpoint``; returns the ``httpx.Response``; non-2xx replies raise typed errors.
+        """Call ``endpoint``; returns the :class:`~airflow_provider_quamotion.transport.aio.AsyncReply`;
+        non-2xx replies raise typed errors.
 
         :param deadline: an absolute time (epoch seconds): retries, their waits and each attempt's
             timeout stay within it (see :meth:`AsyncQuamotionClient.request`).
@@ -652,9 +652,9 @@ class QuamotionAsyncHook(_QuamotionHookBase):
     ) -> AsyncIterator[str]:
         """The async twin of :meth:`QuamotionHook.stream_job_log`: a job's live log, line by line.
 
-        Streamed through the shared ``httpx`` client, the body bounded as it is read by
-        :func:`~airflow_provider_quamotion.transport.jsonio.body_budget` (``max_bytes`` and the
-        deadline). Close the generator (``contextlib.aclosing``) to stop following early.
+        Streamed through the shared ``aiohttp`` pool, the body bounded as it is read (``max_bytes``
+        and the deadline, :func:`~airflow_provider_quamotion.transport.jsonio.abounded_body`). Close
+        the generator (``contextlib.aclosing``) to stop following early.
 
         :param job_id: the job.
         :param max_bytes: the most bytes of log read; past them the stream ends (a last partial line
@@ -662,25 +662,21 @@ class QuamotionAsyncHook(_QuamotionHookBase):
         :param deadline: an absolute time (epoch seconds) the request and the reading stop at.
         :raises QuamotionTimeoutError: at ``deadline``.
         """
-        import httpx
+        import aiohttp
 
         if max_bytes < 0:
             raise ValueError("max_bytes must be >= 0")
         response = await self.request(
-            "GET",
-            api.job_log(job_id, live=True),
-            deadline=deadline,
-            stream=True,
-            auth=body_budget(max_bytes, deadline),
+            "GET", api.job_log(job_id, live=True), deadline=deadline, stream=True, max_bytes=max_bytes
         )
         lines = LineSplitter()
         try:
-            async for chunk in response.aiter_raw():
+            async for chunk in response.aiter_bytes():
                 for line in lines.feed(chunk):
                     yield line
         except QuamotionResponseTooLargeError:
             self.log.info("Live log of job %s cut at its budget of %d bytes.", job_id, max_bytes)
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise QuamotionResponseError(f"GET job/{job_id}/log/live: the stream broke off ({exc}).") from exc
         finally:
             await response.aclose()

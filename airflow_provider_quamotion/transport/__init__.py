@@ -1,13 +1,13 @@
-"""The transport: one request policy for the sync (``requests``) and async (``httpx``) clients.
+"""The transport: one request policy for the sync (``requests``) and async (``aiohttp``) clients.
 
 * :mod:`.policy`: the pure rules (URL resolution, destination checks, retry decisions, errors).
 * :mod:`.sync`: :class:`QuamotionSession`, the ``requests`` client.
-* :mod:`.aio`: :class:`AsyncQuamotionClient`, the ``httpx`` client, pools and SSL contexts.
+* :mod:`.aio`: :class:`AsyncQuamotionClient`, the ``aiohttp`` client, pools and SSL contexts.
 * :mod:`.jsonio`: decoding replies (streamed JSON arrays, "JSON or a clear error").
 * :mod:`.project`: the single-flight project-root resolver both clients use.
 
 Names are imported lazily, so importing this package (or its policy alone, as the settings do) costs
-no ``requests`` or ``httpx`` import.
+no ``requests`` or ``aiohttp`` import.
 """
 
 from __future__ import annotations

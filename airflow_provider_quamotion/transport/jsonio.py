@@ -2,7 +2,7 @@
 
 Every body read here is bounded: JSON is checked for its nesting depth before a parser sees it
 (:class:`DepthGuard`, :data:`MAX_JSON_DEPTH`), and a whole-body read (:func:`read_body`,
-:func:`aread_body`) stops at a byte budget and at the caller's deadline, which bounds the whole body
+:func:`abounded_body`) stops at a byte budget and at the caller's deadline, which bounds the whole body
 rather than each read of the socket.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -27,7 +27,7 @@ from airflow_provider_quamotion.exceptions import (
 #: for ijson, so a small hostile reply of deep nesting could otherwise cost gigabytes.
 MAX_JSON_DEPTH = 64
 
-#: The largest body :func:`read_body`/:func:`aread_body` read by default (decoded bytes).
+#: The largest body :func:`read_body`/:func:`abounded_body` read by default (decoded bytes).
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
 _CHUNK = 65536
@@ -358,97 +358,99 @@ def read_json_or_text(
     )
 
 
-def body_budget(max_bytes: int = MAX_BODY_BYTES, deadline: float | None = None) -> Any:
-    """An ``auth=`` argument for ``httpx`` that bounds a reply's body as ``httpx`` reads it.
+def check_content_encoding(encoding: str | None, where: str) -> Any:
+    """The decoder of a reply's ``Content-Encoding`` (``None`` for identity), or a typed error.
 
-    ``httpx`` hands an auth flow each reply before reading its body; this one wraps the body's
-    stream so that reading stops past ``max_bytes`` of the *decoded* body
-    (:class:`QuamotionResponseTooLargeError`; a compressed reply is decompressed here, a bounded
-    piece at a time, so a small gzip bomb cannot expand in memory) or at ``deadline``
-    (:class:`QuamotionTimeoutError`, also while waiting for the next chunk), whether ``httpx`` reads
-    it whole (``client.request``) or the caller streams it. It asks for ``Accept-Encoding:
-    identity``; a reply encoded otherwise than gzip or deflate is refused.
+    The async client asks for ``Accept-Encoding: identity``; a reply encoded anyway is decoded here,
+    a bounded piece at a time (:func:`abounded_body`), so a small gzip bomb cannot expand in memory.
+    Only gzip and deflate are read.
+
+    :param encoding: the reply's ``Content-Encoding`` header.
+    :param where: names the reply in the error.
     """
-    import httpx
+    import zlib
 
-    class _Bounded(httpx.AsyncByteStream):
-        def __init__(self, stream: Any, where: str, decoder: Any) -> None:
-            self.stream, self.where, self.decoder = stream, where, decoder
+    name = (encoding or "").strip().lower()
+    if name in ("", "identity"):
+        return None
+    if name not in ("gzip", "x-gzip", "deflate"):
+        raise QuamotionResponseError(
+            f"{where}: the reply is encoded as {name!r}, which was not asked for "
+            "(Accept-Encoding: identity); only gzip and deflate are read."
+        )
+    return zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib header
 
-        async def __aiter__(self) -> AsyncIterator[bytes]:
-            total = 0
-            chunks = self.stream.__aiter__()
-            while True:
-                try:
-                    if deadline is None:
-                        chunk = await chunks.__anext__()
-                    else:
-                        left = deadline - time.time()
-                        if left <= 0:
-                            raise _too_slow(self.where, deadline)
-                        chunk = await asyncio.wait_for(chunks.__anext__(), left)
-                except StopAsyncIteration:
-                    if self.decoder is not None:
-                        rest = self.decoder.flush()
-                        if total + len(rest) > max_bytes:
-                            raise _too_large(self.where, max_bytes) from None
-                        if rest:
-                            yield rest
-                    return
-                except TimeoutError:
-                    raise _too_slow(self.where, deadline or time.time()) from None
-                for piece in self._decoded(chunk, max_bytes - total + 1):
-                    total += len(piece)
-                    if total > max_bytes:
-                        within = piece[: len(piece) - (total - max_bytes)]
-                        if within:  # a streaming reader gets the bytes within the budget first
-                            yield within
-                        raise _too_large(self.where, max_bytes)
-                    yield piece
 
-        def _decoded(self, chunk: bytes, room: int) -> Iterator[bytes]:
-            if self.decoder is None:
-                yield chunk
-                return
-            import zlib
+async def abounded_body(
+    chunks: AsyncIterator[bytes],
+    *,
+    where: str,
+    decoder: Any = None,
+    max_bytes: int = MAX_BODY_BYTES,
+    deadline: float | None = None,
+) -> AsyncIterator[bytes]:
+    """A reply's body as it arrives, decoded, within ``max_bytes`` and ``deadline``.
 
-            data = chunk
-            while data:
-                try:
-                    out = self.decoder.decompress(data, max(room, 1))
-                except zlib.error as err:
-                    raise QuamotionResponseError(
-                        f"{self.where}: the compressed reply is corrupt ({err})."
-                    ) from None
-                data = self.decoder.unconsumed_tail
-                room -= len(out)
-                yield out
-                if room <= 0:
-                    return
+    Reading stops past ``max_bytes`` of the *decoded* body (:class:`QuamotionResponseTooLargeError`;
+    the bytes within the budget are yielded first) or at ``deadline``
+    (:class:`QuamotionTimeoutError`, also while waiting for the next chunk), whether the caller reads
+    it whole or streams it.
 
-        async def aclose(self) -> None:
-            await self.stream.aclose()
+    :param chunks: the raw body (as sent, after transfer decoding).
+    :param where: names the reply in errors (``GET /path``).
+    :param decoder: :func:`check_content_encoding`'s decoder of the reply, or ``None``.
+    :param max_bytes: the budget of decoded bytes.
+    :param deadline: an absolute time (epoch seconds) the whole body must have arrived by.
+    """
+    total = 0
+    iterator = chunks.__aiter__()
+    while True:
+        try:
+            if deadline is None:
+                chunk = await iterator.__anext__()
+            else:
+                left = deadline - time.time()
+                if left <= 0:
+                    raise _too_slow(where, deadline)
+                chunk = await asyncio.wait_for(iterator.__anext__(), left)
+        except StopAsyncIteration:
+            if decoder is not None:
+                rest = decoder.flush()
+                if total + len(rest) > max_bytes:
+                    raise _too_large(where, max_bytes) from None
+                if rest:
+                    yield rest
+            return
+        except TimeoutError:
+            raise _too_slow(where, deadline or time.time()) from None
+        for piece in _decoded(decoder, chunk, max_bytes - total + 1, where):
+            total += len(piece)
+            if total > max_bytes:
+                within = piece[: len(piece) - (total - max_bytes)]
+                if within:  # a streaming reader gets the bytes within the budget first
+                    yield within
+                raise _too_large(where, max_bytes)
+            yield piece
 
-    class _Budget(httpx.Auth):
-        def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-            import zlib
 
-            request.headers["Accept-Encoding"] = "identity"
-            response = yield request
-            where = f"{request.method} {request.url.path}"
-            encoding = response.headers.get("Content-Encoding", "").strip().lower()
-            decoder = None
-            if encoding not in ("", "identity"):
-                if encoding not in ("gzip", "x-gzip", "deflate"):
-                    raise QuamotionResponseError(
-                        f"{where}: the reply is encoded as {encoding!r}, which was not asked for "
-                        "(Accept-Encoding: identity); only gzip and deflate are read."
-                    )
-                decoder = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib header
-                del response.headers["Content-Encoding"]  # decoded here, within the budget
-            response.stream = _Bounded(response.stream, where, decoder)
+def _decoded(decoder: Any, chunk: bytes, room: int, where: str) -> Iterator[bytes]:
+    """``chunk`` decoded, at most about ``room`` bytes of output (the rest is not decompressed)."""
+    if decoder is None:
+        yield chunk
+        return
+    import zlib
 
-    return _Budget()
+    data = chunk
+    while data:
+        try:
+            out = decoder.decompress(data, max(room, 1))
+        except zlib.error as err:
+            raise QuamotionResponseError(f"{where}: the compressed reply is corrupt ({err}).") from None
+        data = decoder.unconsumed_tail
+        room -= len(out)
+        yield out
+        if room <= 0:
+            return
 
 
 __all__ = [
@@ -456,7 +458,8 @@ __all__ = [
     "MAX_JSON_DEPTH",
     "DepthGuard",
     "QuamotionResponseTooLargeError",
-    "body_budget",
+    "abounded_body",
+    "check_content_encoding",
     "check_depth",
     "error_for_non_json",
     "iter_body",

@@ -4,9 +4,9 @@
   ``{host}{relativeUrl}api/``; ``"/api/version"`` resolves from the host root; an absolute URL is
   allowed for the connection's own origin only.
 * **Destination** (:func:`destination_of`, :func:`check_destination`): a URL is read as urllib3 (the
-  parser that opens the sync client's socket) and httpx read it, and refused when it holds anything two
-  parsers could read differently (a backslash, userinfo, percent-encoding or odd characters in the
-  host, whitespace). The clients check again *at the moment of sending*, on the prepared request:
+  parser that opens the sync client's socket) and yarl (the async client's) read it, and refused
+  when it holds anything two parsers could read differently (a backslash, userinfo,
+  percent-encoding or odd characters in the host, whitespace). The clients check again *at the moment of sending*, on the prepared request:
   whatever carries a bearer token, a secret or a body goes only to the session's own origin and only
   over https (plain http for loopback hosts alone).
 * **Retries** (:func:`retry_decision`, :func:`wait_seconds`, :class:`Retrier`): 429, 5xx,
@@ -63,19 +63,24 @@ _HOST = re.compile(
 _IPV6 = re.compile(r"\[[0-9a-f:.]+\]")
 
 
+@functools.lru_cache(maxsize=32768)
 def destination_of(url: str) -> tuple[str, str, int]:
     """The ``(scheme, host, port)`` a request to ``url`` connects to.
 
     The URL is read by ``urllib.parse``, by urllib3 (which opens the sync client's sockets) and by
-    httpx (the async client's); it is refused unless all three read the same destination and its
-    authority is plain: no userinfo (``user@``), no percent-encoding, no backslash or whitespace, a
-    host made of DNS labels or a bracketed IPv6 address, a numeric port in 1-65535.
+    yarl (by which ``aiohttp``, the async client, opens its sockets); it is refused unless all three
+    read the same destination and its authority is plain: no userinfo (``user@``), no
+    percent-encoding, no backslash or whitespace, a host made of DNS labels or a bracketed IPv6
+    address, a numeric port in 1-65535.
+
+    A URL read once is not read again (a cache of the last 32,768: a triggerer's triggers poll
+    the same URLs every few seconds); a refused one is checked again each time.
 
     :param url: an absolute http(s) URL.
     :raises QuamotionInsecureRequestError: naming what is wrong.
     """
     text = str(url)
-    shown = redact(text)[:200]
+    shown = _Shown(text)
     if _AMBIGUOUS.search(text):
         raise QuamotionInsecureRequestError(
             f"Refused {shown!r}: a URL must not contain a backslash, whitespace or control characters "
@@ -123,8 +128,21 @@ def destination_of(url: str) -> tuple[str, str, int]:
     return scheme, bare, port
 
 
+class _Shown:
+    """A URL as an error message shows it (redacted, cut), computed only when a message is made."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return repr(redact(self.text)[:200])
+
+    def __str__(self) -> str:
+        return redact(self.text)[:200]
+
+
 def _other_readings(url: str) -> list[tuple[str, tuple[str, str, int | None]]]:
-    """How urllib3 and httpx read ``url``'s destination (what their sockets would connect to)."""
+    """How urllib3 and yarl read ``url``'s destination (what the clients' sockets would connect to)."""
     from urllib3.util import parse_url
 
     readings: list[tuple[str, tuple[str, str, int | None]]] = []
@@ -136,13 +154,21 @@ def _other_readings(url: str) -> list[tuple[str, tuple[str, str, int | None]]]:
     except Exception:
         readings.append(("urllib3", ("", "", None)))
     try:
-        import httpx
-
-        hx = httpx.URL(url)
-        readings.append(("httpx", (hx.scheme.lower(), hx.host.lower().strip("[]"), hx.port)))
+        readings.append(("yarl", connects_to(url)))
     except Exception:
-        readings.append(("httpx", ("", "", None)))
+        readings.append(("yarl", ("", "", None)))
     return readings
+
+
+def connects_to(url: str) -> tuple[str, str, int]:
+    """The ``(scheme, host, port)`` ``aiohttp`` opens its socket to for ``url`` (read with ``yarl``,
+    the parser ``aiohttp`` itself uses)."""
+    from yarl import URL
+
+    parsed = URL(url)
+    scheme = (parsed.scheme or "").lower()
+    host = (parsed.raw_host or "").lower().strip("[]")
+    return scheme, host, parsed.port or _DEFAULT_PORTS.get(scheme, 0)
 
 
 def origin_of(url: str) -> str:
@@ -203,8 +229,6 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "TRACE"})
 DEFAULT_POOL_SIZE = 32
 #: Connections an async client (shared by the triggers of one connection in a triggerer) may hold.
 ASYNC_POOL_SIZE = 100
-#: Connections per pool shard of an async client (see :func:`~.aio.sharded_transport`).
-ASYNC_SHARD_SIZE = 10
 
 
 class TokenProvider(Protocol):
@@ -265,7 +289,13 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
 
 
 #: Exceptions (anywhere in a failure's cause chain) of a connection the server closed without a reply.
-_DROPPED = ("RemoteDisconnected", "RemoteProtocolError", "ConnectionResetError", "BrokenPipeError")
+_DROPPED = (
+    "RemoteDisconnected",
+    "RemoteProtocolError",
+    "ServerDisconnectedError",
+    "ConnectionResetError",
+    "BrokenPipeError",
+)
 
 
 def dropped_retry_after(exc: BaseException) -> float | None:

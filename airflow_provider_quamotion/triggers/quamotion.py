@@ -15,7 +15,7 @@ task's ``execution_timeout`` and the trigger yields a ``timeout`` event when it 
 hold while the task is deferred (Airflow itself does not apply ``execution_timeout`` to a deferral).
 
 This module imports only ``airflow.triggers.base`` and light project modules at import time; the
-hook (httpx, msal, tenacity) is imported when a trigger runs.
+hook (aiohttp, msal) is imported when a trigger runs.
 """
 
 from __future__ import annotations
@@ -484,11 +484,7 @@ class QuamotionHttpTrigger(_QuamotionTriggerBase):
     async def _poll(self, hook: QuamotionAsyncHook, check: Any) -> TriggerEvent:
         retry_statuses = await self._retry_statuses(hook)
         last_error: str | None = None
-        from airflow_provider_quamotion.transport.jsonio import (
-            MAX_BODY_BYTES,
-            QuamotionResponseTooLargeError,
-            body_budget,
-        )
+        from airflow_provider_quamotion.transport.jsonio import MAX_BODY_BYTES, QuamotionResponseTooLargeError
 
         # the body is bounded as it is read: the event's size for the worker's check, else a budget
         budget = MAX_BODY_BYTES if check is not None else self.max_event_bytes
@@ -499,7 +495,7 @@ class QuamotionHttpTrigger(_QuamotionTriggerBase):
                     self.endpoint,
                     params=self.params,
                     deadline=self.deadline,
-                    auth=body_budget(budget, self.deadline),
+                    max_bytes=budget,
                 )
             except QuamotionResponseTooLargeError as err:
                 if check is not None:

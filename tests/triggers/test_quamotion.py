@@ -157,18 +157,18 @@ async def test_many_triggers_share_one_token(sandbox_conn: Sandbox) -> None:
     assert {e["status"] for e in events} == {"success"}
     assert sandbox_conn.counters()["tokens_issued"] == 1
     assert len(built) == 1  # one hook (one connection pool, one TLS context) for all 50
-    assert built[0]._client is None or built[0]._client._client is None  # closed after the last one
+    assert built[0]._client is None or built[0]._client._session is None  # closed after the last one
     assert not triggers_module._SHARED_HOOKS
 
 
 async def test_many_triggers_share_one_http_client_one_tls_context_and_one_project_lookup(
     sandbox_conn: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Started together, 50 triggers read the connection once, build one ``httpx.AsyncClient`` and one
-    SSLContext, and look the project up once (the others wait for that one request)."""
+    """Started together, 50 triggers read the connection once, build one ``aiohttp.ClientSession`` and
+    one SSLContext, and look the project up once (the others wait for that one request)."""
     import ssl
 
-    import httpx
+    import aiohttp
 
     run_ids = [start_run() for _ in range(3)]
     reset_process_caches()
@@ -177,7 +177,7 @@ async def test_many_triggers_share_one_http_client_one_tls_context_and_one_proje
     clients: list[Any] = []
     ca_loads: list[Any] = []
     connection_reads: list[str] = []
-    real_client_init = httpx.AsyncClient.__init__
+    real_client_init = aiohttp.ClientSession.__init__
     real_context = ssl.create_default_context
     real_aget = compat.aget_connection  # the hook's connection read on every Airflow 3 minor
 
@@ -193,7 +193,7 @@ async def test_many_triggers_share_one_http_client_one_tls_context_and_one_proje
         connection_reads.append(conn_id)
         return await real_aget(hook, conn_id)
 
-    monkeypatch.setattr(httpx.AsyncClient, "__init__", counting_client)
+    monkeypatch.setattr(aiohttp.ClientSession, "__init__", counting_client)
     monkeypatch.setattr(ssl, "create_default_context", counting_context)
     monkeypatch.setattr(compat, "aget_connection", counting_aget)
     triggers = [run_trigger(run_ids[i % 3]) for i in range(50)]
@@ -205,7 +205,7 @@ async def test_many_triggers_share_one_http_client_one_tls_context_and_one_proje
     counters = sandbox_conn.counters()
     assert counters["by_path"].get("/api/project", 0) == 1
     assert counters["tokens_issued"] == 1
-    assert clients[0].is_closed  # the last trigger closed the shared pool
+    assert clients[0].closed  # the last trigger closed the shared pool
     assert not aio._POOLS.get(asyncio.get_running_loop())
     assert not triggers_module._SHARED_HOOKS
 
