@@ -150,7 +150,6 @@ class AsyncReply:
         self.headers = response.headers
         self.method = method
         self.url = url
-        self.request = self  # error messages read ``reply.request.method``, as for ``requests``
         where = f"{method} {urlsplit(url).path}"
         decoder = check_content_encoding(response.headers.get("Content-Encoding"), where)
         self._body = abounded_body(
@@ -161,6 +160,13 @@ class AsyncReply:
             deadline=deadline,
         )
         self._content: bytes | None = None
+
+    @property
+    def request(self) -> AsyncReply:
+        """The reply itself (error messages read ``reply.request.method``, as for ``requests``); a
+        property, not an attribute: a reply that referred to itself would be a reference cycle,
+        left for the garbage collector instead of freed at once."""
+        return self
 
     @property
     def encoding(self) -> str | None:

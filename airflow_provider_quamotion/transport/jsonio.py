@@ -412,7 +412,7 @@ async def abounded_body(
                 left = deadline - time.time()
                 if left <= 0:
                     raise _too_slow(where, deadline)
-                chunk = await asyncio.wait_for(iterator.__anext__(), left)
+                chunk = await _within(iterator.__anext__(), left)
         except StopAsyncIteration:
             if decoder is not None:
                 rest = decoder.flush()
@@ -431,6 +431,17 @@ async def abounded_body(
                     yield within
                 raise _too_large(where, max_bytes)
             yield piece
+
+
+async def _within(awaitable: Any, seconds: float) -> Any:
+    """``await awaitable``, or ``TimeoutError`` after ``seconds``; on Python 3.11+ without a task per
+    call (``asyncio.wait_for`` wraps each awaitable in a task, which per body chunk of thousands of
+    triggers is garbage the collector must trace)."""
+    timeout = getattr(asyncio, "timeout", None)
+    if timeout is None:  # Python 3.10
+        return await asyncio.wait_for(awaitable, seconds)
+    async with timeout(seconds):
+        return await awaitable
 
 
 def _decoded(decoder: Any, chunk: bytes, room: int, where: str) -> Iterator[bytes]:
