@@ -280,26 +280,33 @@ def _peek_body(response: requests.Response) -> bytes:
 def _rewinder(*payloads: Any) -> Callable[[], None]:
     """A function that seeks every seekable file in ``files``/``data`` back to where it started."""
     streams: list[tuple[Any, int]] = []
-
-    def collect(value: Any) -> None:
-        if hasattr(value, "seek") and hasattr(value, "tell"):
-            with contextlib.suppress(OSError, ValueError):
-                streams.append((value, value.tell()))
-        elif isinstance(value, Mapping):
-            for item in value.values():
-                collect(item)
-        elif isinstance(value, list | tuple):
-            for item in value:
-                collect(item)
-
     for payload in payloads:
-        collect(payload)
+        _collect_streams(payload, streams)
+    if not streams:
+        return _no_rewind
 
     def rewind() -> None:
         for stream, position in streams:
             stream.seek(position)
 
     return rewind
+
+
+def _collect_streams(value: Any, streams: list[tuple[Any, int]]) -> None:
+    """Append ``(stream, position)`` for every seekable file in ``value`` (nested in dicts, lists)."""
+    if hasattr(value, "seek") and hasattr(value, "tell"):
+        with contextlib.suppress(OSError, ValueError):
+            streams.append((value, value.tell()))
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            _collect_streams(item, streams)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _collect_streams(item, streams)
+
+
+def _no_rewind() -> None:
+    """Nothing to rewind (a request without files)."""
 
 
 __all__ = ["GuardedAdapter", "QuamotionSession"]
