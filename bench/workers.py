@@ -259,7 +259,7 @@ def cmd_imports(args: argparse.Namespace) -> None:
         importlib.import_module(module)
     ms = (time.perf_counter() - started) * 1000
     new = sorted(set(sys.modules) - before)
-    heavy = [m for m in ("requests", "httpx", "msal", "tenacity", "ijson", "pyarrow") if m in sys.modules]
+    heavy = [m for m in ("requests", "aiohttp", "httpx", "msal", "ijson", "pyarrow") if m in sys.modules]
     emit({"ms": ms, "new_modules": len(new), "heavy_loaded": heavy})
 
 

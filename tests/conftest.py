@@ -55,5 +55,5 @@ def mocked_connection(monkeypatch: pytest.MonkeyPatch) -> None:
 def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """Record the transport's retry waits instead of sleeping."""
     recorded: list[float] = []
-    monkeypatch.setattr("tenacity.nap.time.sleep", recorded.append)
+    monkeypatch.setattr("airflow_provider_quamotion.transport.policy.time.sleep", recorded.append)
     return recorded

@@ -123,7 +123,10 @@ def test_retry_after_and_5xx_and_dropped_connections(
 ) -> None:
     sleeps: list[float] = []
     real_sleep = time.sleep
-    monkeypatch.setattr("tenacity.nap.time.sleep", lambda s: (sleeps.append(s), real_sleep(min(s, 0.05))))
+    monkeypatch.setattr(
+        "airflow_provider_quamotion.transport.policy.time.sleep",
+        lambda s: (sleeps.append(s), real_sleep(min(s, 0.05))),
+    )
     hook = QuamotionHook(retry=FAST)
     sandbox_conn.set_faults(path="^/api/version$", sequence=[429, 503, "drop", 502, "ok"], retry_after=1)
     assert hook.get_version()

@@ -219,7 +219,7 @@ def test_operator_module_import_is_light() -> None:
         "import sys, airflow.sdk\n"
         "before = set(sys.modules)\n"
         "import airflow_provider_quamotion.operators.quamotion\n"
-        "heavy = ['requests', 'ijson', 'pyarrow', 'msal', 'httpx', 'aiohttp', 'tenacity',\n"
+        "heavy = ['requests', 'ijson', 'pyarrow', 'msal', 'httpx', 'aiohttp',\n"
         "         'airflow_provider_quamotion.hooks.quamotion', 'airflow_provider_quamotion.transport',\n"
         "         'airflow_provider_quamotion.export.runner']\n"
         "print([m for m in heavy if m in sys.modules and m not in before])\n"

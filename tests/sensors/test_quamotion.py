@@ -91,7 +91,7 @@ def test_allow_skipped(api: rm.Mocker) -> None:
 
 
 def test_transient_errors_are_retried_not_fatal(api: rm.Mocker, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("tenacity.nap.time.sleep", lambda s: None)
+    monkeypatch.setattr("airflow_provider_quamotion.transport.policy.time.sleep", lambda s: None)
     api.get(JOBS_URL, [{"status_code": 503}, {"status_code": 502}, {"json": jobs("success")}])
     assert sensor(hook_params=FAST).poke({})
     assert api.call_count >= 3
@@ -101,7 +101,7 @@ def test_a_transient_failure_left_after_the_retries_is_not_yet(
     api: rm.Mocker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An outage outlasting the transport's retries does not fail the sensor: it pokes again later."""
-    monkeypatch.setattr("tenacity.nap.time.sleep", lambda s: None)
+    monkeypatch.setattr("airflow_provider_quamotion.transport.policy.time.sleep", lambda s: None)
     s = sensor(hook_params=FAST)
     api.get(JOBS_URL, status_code=503)
     assert s.poke({}) is False
@@ -121,7 +121,7 @@ def test_a_transient_failure_left_after_the_retries_is_not_yet(
 def test_a_permanent_failure_fails_the_poke(
     api: rm.Mocker, monkeypatch: pytest.MonkeyPatch, status: int, error: type[Exception]
 ) -> None:
-    monkeypatch.setattr("tenacity.nap.time.sleep", lambda s: None)
+    monkeypatch.setattr("airflow_provider_quamotion.transport.policy.time.sleep", lambda s: None)
     api.get(JOBS_URL, status_code=status, json={"error": "nope"})
     with pytest.raises(error, match=str(status)):
         sensor(hook_params=FAST).poke({})
@@ -172,7 +172,7 @@ def test_deferrable_finished_failure_fails_without_deferring(api: rm.Mocker) -> 
 def test_deferrable_transient_first_check_still_defers(
     api: rm.Mocker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("tenacity.nap.time.sleep", lambda s: None)
+    monkeypatch.setattr("airflow_provider_quamotion.transport.policy.time.sleep", lambda s: None)
     api.get(JOBS_URL, status_code=503)
     with pytest.raises(TaskDeferred):
         sensor(deferrable=True, timeout=300, hook_params=FAST).execute({"ti": FakeTI()})  # type: ignore[arg-type]
@@ -261,7 +261,7 @@ def test_generic_404_is_not_yet_only_when_told(api: rm.Mocker) -> None:
 def test_generic_transient_failures_are_not_yet_permanent_ones_fail(
     api: rm.Mocker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("tenacity.nap.time.sleep", lambda s: None)
+    monkeypatch.setattr("airflow_provider_quamotion.transport.policy.time.sleep", lambda s: None)
     api.get(GROUPS_URL, status_code=502)
     assert generic(hook_params=FAST).poke({}) is False
     api.get(GROUPS_URL, exc=requests.exceptions.ConnectionError("connection dropped"))
