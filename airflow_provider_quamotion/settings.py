@@ -50,7 +50,7 @@ class RetryPolicy:
     :param retry_budget: seconds since a request's first attempt after which no retry starts: retries
         are bounded by time as well as by count.
     :param min_wait: the smallest pause before a retry, even when the server says ``Retry-After: 0``
-        (doubling per attempt, capped at ``backoff_max``).
+        (doubling per attempt up to four times this, capped at ``backoff_max``).
     """
 
     max_attempts: int = 10

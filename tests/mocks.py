@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import requests_mock as rm
@@ -74,3 +76,75 @@ def mock_aad(
 def mock_projects(m: rm.Mocker, projects: list[dict[str, Any]] | None = None) -> Any:
     """Mock GET /api/project."""
     return m.get(f"{HOST}/api/project", json=PROJECTS if projects is None else projects)
+
+
+class _MockedBody:
+    """The part of ``aiohttp``'s ``StreamReader`` the async client reads."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.done = not data
+
+    async def _chunks(self, size: int) -> Any:
+        for start in range(0, len(self.data), size):
+            yield self.data[start : start + size]
+        self.done = True
+
+    def iter_chunked(self, size: int) -> Any:
+        return self._chunks(size)
+
+    def at_eof(self) -> bool:
+        return self.done
+
+
+class _MockedReply:
+    """The part of ``aiohttp.ClientResponse`` the async client reads, from a requests-mock reply."""
+
+    def __init__(self, reply: Any) -> None:
+        from multidict import CIMultiDict, CIMultiDictProxy
+
+        self.status = reply.status_code
+        self.headers = CIMultiDictProxy(CIMultiDict(reply.headers))
+        self.charset = reply.encoding
+        self.content = _MockedBody(reply.content)
+
+    def release(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+@contextlib.contextmanager
+def aiohttp_through(mocker: rm.Mocker) -> Iterator[None]:
+    """Serve the async client's (``aiohttp``) requests from ``mocker``'s requests-mock registrations.
+
+    The jobs export fans out through the async client; with this, a unit test registers its replies
+    once, with requests-mock, for both clients, and its ``request_history`` sees both. No socket is
+    opened for :data:`HOST`: ``aiohttp.ClientSession.request`` is replaced (after the client's own
+    destination check); requests of other aiohttp users (adlfs to Azurite) go through unchanged.
+    """
+    from unittest import mock
+
+    import aiohttp
+    import requests
+
+    original = aiohttp.ClientSession.request
+
+    async def request(client: Any, method: str, url: Any, **kwargs: Any) -> Any:
+        if not str(url).startswith(f"{HOST}/"):  # another service's aiohttp (adlfs, Azurite)
+            return await original(client, method, url, **kwargs)
+        with requests.Session() as session:
+            reply = session.request(
+                method,
+                str(url),
+                params=kwargs.get("params"),
+                headers=kwargs.get("headers"),
+                json=kwargs.get("json"),
+                data=kwargs.get("data"),
+                allow_redirects=False,
+            )
+        return _MockedReply(reply)
+
+    with mock.patch.object(aiohttp.ClientSession, "request", request):
+        yield

@@ -1,27 +1,30 @@
 """Record streams: what an export reads from the API, one record at a time.
 
 Lists are parsed incrementally from the socket (:meth:`QuamotionHook.iter_records`, ``ijson``), so an
-export never holds a whole reply. ``jobs`` fans out one request per test run in the window over a
-bounded thread pool that shares the hook's token and connection pool; at most ``max_concurrency``
-requests are on the wire (a request waiting between retries gives its slot to another), results come
-back in run order and only a bounded number of runs (``IN_FLIGHT_PER_WORKER`` per slot) is ever
-ahead of the one written, so memory stays flat however many runs there are, and one slow request
-does not hold the others up. When the
-export fails, queued runs are cancelled and the workers send no further request.
+export never holds a whole reply. ``jobs`` fans out one request per test run in the window through
+the async client (:meth:`QuamotionHook.async_twin`: the same settings, policy and token cache) on an
+event loop of its own thread, while the rows are written on the caller's: at most
+``max_concurrency`` requests are on the wire (a request waiting between retries gives its slot to
+another), results come back in run order and only a bounded number of runs
+(``IN_FLIGHT_PER_WORKER`` per slot) is ever ahead of the one written, so memory stays flat however
+many runs there are, and one slow request does not hold the others up. When the export fails, the
+runs still in flight are cancelled and no further request is sent.
+
+Why the async client: a thread per request slot of the sync client spends ~0.5-0.7 ms of CPU per
+request (requests, urllib3, the GIL shared by dozens of threads), which caps one worker near 1,500
+requests/s; ``aiohttp`` spends ~0.1 ms.
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
+import concurrent.futures
 import datetime as dt
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
-
-from requests.adapters import BaseAdapter
 
 from airflow_provider_quamotion import api
 from airflow_provider_quamotion.exceptions import QuamotionConfigError, QuamotionResponseError
@@ -40,13 +43,6 @@ R = TypeVar("R")
 #: can be a second or more: at 20 ms a request, 8 slots need ~400 runs of work ahead to stay busy).
 #: Each held run is one small job list, so memory is bounded by this window, never by the export's size.
 IN_FLIGHT_PER_WORKER = 64
-#: Threads per request slot of the jobs fan-out. A request waiting between retries holds a thread
-#: but not a slot (the slot is taken for each attempt only), so the other threads keep every slot
-#: busy: with 20% of requests failing and ~0.1-0.5 s backoffs, about two threads per slot wait at
-#: any time. ``max_concurrency`` bounds the requests on the wire, never the waits.
-THREADS_PER_SLOT = 4
-#: At most this many threads wait on retries beyond the slots, whatever ``max_concurrency``.
-MAX_WAITING_THREADS = 64
 
 
 class Row(NamedTuple):
@@ -150,18 +146,12 @@ def _jobs_of(hook: QuamotionHook, runs: Iterable[Row], max_concurrency: int) -> 
             )
         return str(value)
 
-    def fetch(row: Row) -> list[Any]:
-        return hook.list_jobs(run_id(row))
+    twin = hook.async_twin(max_concurrency)  # max_concurrency connections: the requests on the wire
 
-    _stop_on_cancel(hook)
-    waiting = min(MAX_WAITING_THREADS, (THREADS_PER_SLOT - 1) * max_concurrency)
-    mapped = ordered_map(
-        fetch,
-        runs,
-        workers=max_concurrency + waiting,
-        in_flight=IN_FLIGHT_PER_WORKER * max_concurrency,
-        slots=threading.BoundedSemaphore(max_concurrency),
-    )
+    async def fetch(row: Row) -> list[Any]:
+        return await twin.list_jobs(run_id(row))
+
+    mapped = ordered_map(fetch, runs, in_flight=IN_FLIGHT_PER_WORKER * max_concurrency, close=twin.aclose)
     try:
         for row, jobs in mapped:
             rid = run_id(row)
@@ -171,135 +161,99 @@ def _jobs_of(hook: QuamotionHook, runs: Iterable[Row], max_concurrency: int) -> 
                 )
                 yield Row({api.TEST_RUN_ID: rid, **body}, row.scheduled)
     finally:
-        mapped.close()  # an early exit (error, close()) stops the workers now, not at garbage collection
+        mapped.close()  # an early exit (error, close()) stops the requests now, not at garbage collection
 
 
-class ExportCancelled(Exception):
-    """Raised on a worker thread whose export has stopped (failed or closed): no request is sent.
+class _Carried(Exception):
+    """A ``KeyboardInterrupt``/``SystemExit`` of an item, carried from the map's event loop (where it
+    would stop the loop and leave the caller waiting) to the caller's thread, and raised there."""
 
-    Deliberately not a ``requests`` exception, so the transport does not retry it.
-    """
-
-
-_worker = threading.local()
-
-
-def _check_stopped() -> None:
-    """Raise :class:`ExportCancelled` when this thread is a fan-out worker whose export has stopped."""
-    stop: threading.Event | None = getattr(_worker, "stop", None)
-    if stop is not None and stop.is_set():
-        raise ExportCancelled("the export stopped; this request is not sent")
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(repr(error))
+        self.error = error
 
 
-def _slot() -> contextlib.AbstractContextManager[Any]:
-    """This fan-out worker's request slot (held for one attempt), or nothing off the fan-out."""
-    slots: threading.Semaphore | None = getattr(_worker, "slots", None)
-    return slots if slots is not None else contextlib.nullcontext()
+class _LoopThread:
+    """An ``asyncio`` event loop running on a daemon thread of its own (a fan-out's requests)."""
 
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="quamotion-export", daemon=True)
+        self.thread.start()
 
-class _StopAwareAdapter(BaseAdapter):
-    """Wraps a session's adapter: a stopped export's workers send nothing more.
+    def submit(self, coroutine: Coroutine[Any, Any, R]) -> concurrent.futures.Future[R]:
+        """Run ``coroutine`` on the loop; its future (``cancel()`` cancels the task)."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
 
-    Checked before every attempt (so a worker waiting between retries gives up at its next attempt)
-    and after it (a reply that arrives after the stop is dropped, not retried or logged). A worker
-    of a fan-out with request slots (:func:`ordered_map`'s ``slots``) holds one for each attempt, not
-    while it waits between retries. Requests of other threads (the run list on the caller's thread)
-    are untouched.
-    """
+    def close(self, last: Callable[[], Awaitable[None]] | None = None, timeout: float = 30.0) -> None:
+        """Cancel what still runs, await ``last()`` (closing a pool), stop the loop and its thread."""
 
-    def __init__(self, inner: BaseAdapter) -> None:
-        super().__init__()
-        self.inner = inner
+        async def shutdown() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if last is not None:
+                await last()
 
-    def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        _check_stopped()
         try:
-            with _slot():
-                _check_stopped()  # the export may have stopped while this worker waited for a slot
-                response = self.inner.send(request, *args, **kwargs)
-        except Exception:
-            _check_stopped()
-            raise
-        try:
-            _check_stopped()
-        except ExportCancelled:
-            response.close()
-            raise
-        return response
-
-    def close(self) -> None:
-        self.inner.close()
-
-
-def _stop_on_cancel(hook: Any) -> None:
-    """Wrap the adapters of ``hook``'s session (once) so stopped workers send no request."""
-    session = hook.get_conn() if callable(getattr(hook, "get_conn", None)) else None
-    adapters = getattr(session, "adapters", None)
-    if session is None or not isinstance(adapters, Mapping):  # a test double without a requests session
-        return
-    for prefix, adapter in list(adapters.items()):
-        if not isinstance(adapter, _StopAwareAdapter):
-            session.mount(prefix, _StopAwareAdapter(adapter))
+            asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(timeout)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout)
+            if not self.thread.is_alive():
+                self.loop.close()
 
 
 def ordered_map(
-    fn: Callable[[T], R],
+    fn: Callable[[T], Coroutine[Any, Any, R]],
     items: Iterable[T],
     *,
-    workers: int,
-    in_flight: int | None = None,
-    stop: threading.Event | None = None,
-    slots: threading.Semaphore | None = None,
+    in_flight: int,
+    close: Callable[[], Awaitable[None]] | None = None,
 ) -> Generator[tuple[T, R], None, None]:
-    """``(item, fn(item))`` for each item, in input order, computed on ``workers`` threads.
+    """``(item, await fn(item))`` for each item, in input order; ``fn`` runs on an event loop of its own.
 
-    Up to ``in_flight`` items (default ``IN_FLIGHT_PER_WORKER * workers``) are submitted ahead of the
-    one being yielded: while one slow item (a request waiting on a retry) holds the head, the other
-    workers keep going through the look-ahead window, so a stall costs about one slow item, not one
-    per window. The window bounds memory: neither the input nor the results are ever materialised.
+    Up to ``in_flight`` items are started ahead of the one being yielded: while one slow item (a
+    request waiting on a retry) holds the head, the others go on within that window, so a stall
+    costs about one slow item, not one per window. The window bounds memory: neither the input nor
+    the results are ever materialised. The input is consumed lazily on the caller's thread.
 
-    A failure raises from the item that failed. Leaving early (an error, ``close()``) sets ``stop``,
-    cancels what is queued and returns without waiting for the workers: ``fn`` is not called again,
-    and a worker inside ``fn`` sees ``stop`` set (a :func:`_stop_on_cancel` session sends nothing more).
+    A failure raises from the item that failed. Leaving early (an error, ``close()``) cancels every
+    item still running (no further request is sent) and returns once the loop has stopped.
 
-    :param fn: the function, called on a worker thread.
-    :param items: the inputs, consumed lazily on the caller's thread.
-    :param workers: threads (>= 1).
-    :param in_flight: bound on submitted, not yet yielded items.
-    :param stop: set when the map ends early; visible to ``fn`` as the worker's stop event.
-    :param slots: request slots shared by the workers: a :func:`_stop_on_cancel` session takes one
-        for each attempt it sends (so ``workers`` may exceed the requests allowed on the wire).
+    :param fn: the coroutine function, run on the map's event loop (on a thread of its own).
+    :param items: the inputs.
+    :param in_flight: bound on started, not yet yielded items (>= 1).
+    :param close: awaited on the loop when the map ends (e.g. a hook's ``aclose``).
     """
-    if workers < 1:
-        raise QuamotionConfigError(f"max_concurrency must be at least 1, not {workers}.")
-    limit = max(workers, in_flight or IN_FLIGHT_PER_WORKER * workers)
-    stop = stop if stop is not None else threading.Event()
+    if in_flight < 1:
+        raise QuamotionConfigError(f"max_concurrency must be at least 1 (a look-ahead of {in_flight}).")
 
-    def call(item: T) -> R:
-        if stop.is_set():
-            raise ExportCancelled("the export stopped; this item is skipped")
-        _worker.stop, _worker.slots = stop, slots
+    async def carried(item: T) -> R:
         try:
-            return fn(item)
-        finally:
-            _worker.stop = _worker.slots = None
+            return await fn(item)
+        except (KeyboardInterrupt, SystemExit) as error:  # raised in the loop, it would stop the loop
+            raise _Carried(error) from None
 
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="quamotion-export")
-    pending: deque[tuple[T, Future[R]]] = deque()
-    completed = False
+    def result(future: concurrent.futures.Future[R]) -> R:
+        try:
+            return future.result()
+        except _Carried as carried_error:
+            raise carried_error.error from None
+
+    runner = _LoopThread()
+    pending: deque[tuple[T, concurrent.futures.Future[R]]] = deque()
     try:
         for item in items:
-            pending.append((item, pool.submit(call, item)))
-            if len(pending) >= limit:
+            pending.append((item, runner.submit(carried(item))))
+            if len(pending) >= in_flight:
                 head, future = pending.popleft()
-                yield head, future.result()
+                yield head, result(future)
         while pending:
             head, future = pending.popleft()
-            yield head, future.result()
-        completed = True
+            yield head, result(future)
     finally:
-        if not completed:
-            stop.set()
         for _, future in pending:
             future.cancel()
-        pool.shutdown(wait=completed, cancel_futures=True)
+        runner.close(close)

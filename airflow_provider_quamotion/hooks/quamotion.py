@@ -256,6 +256,16 @@ class QuamotionHook(_QuamotionHookBase):
         """A pooled ``requests.Session`` whose calls carry and renew the bearer and follow the policy."""
         return self._session
 
+    def async_twin(self, pool_size: int) -> QuamotionAsyncHook:
+        """An async hook on this hook's settings and tokens (no second read of the connection), for
+        requests this hook fans out on an event loop of its own (the jobs export).
+
+        :param pool_size: connections and requests in flight of the twin's pool.
+        """
+        twin = QuamotionAsyncHook(self.quamotion_conn_id, **self._overrides)
+        twin._client = AsyncQuamotionClient(self.settings, self.token_provider, pool_size=pool_size)
+        return twin
+
     @cached_property
     def _session(self) -> QuamotionSession:
         return QuamotionSession(self.settings, self.token_provider, pool_size=self._pool_size)

@@ -242,8 +242,8 @@ _POOLS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, ...
 )
 
 
-def _pool_key(settings: QuamotionSettings) -> tuple[str, ...]:
-    return settings.identity()
+def _pool_key(settings: QuamotionSettings, size: int) -> tuple[str, ...]:
+    return (*settings.identity(), str(size))
 
 
 class AsyncQuamotionClient:
@@ -260,11 +260,16 @@ class AsyncQuamotionClient:
 
     :param settings: the connection's settings.
     :param token_provider: where bearer tokens come from.
+    :param pool_size: connections, and requests in flight, of the shared pool (a fan-out's
+        ``max_concurrency``); clients of another size have a pool of their own.
     """
 
-    def __init__(self, settings: QuamotionSettings, token_provider: TokenProvider) -> None:
+    def __init__(
+        self, settings: QuamotionSettings, token_provider: TokenProvider, *, pool_size: int = ASYNC_POOL_SIZE
+    ) -> None:
         self.settings = settings
         self.token_provider = token_provider
+        self.pool_size = max(1, int(pool_size))
         self._session: aiohttp.ClientSession | None = None
         self._pool_loop: asyncio.AbstractEventLoop | None = None
         self._in_flight: asyncio.Semaphore | None = None
@@ -274,10 +279,10 @@ class AsyncQuamotionClient:
         if self._session is None:
             loop = asyncio.get_running_loop()
             pools = _POOLS.setdefault(loop, {})
-            key = _pool_key(self.settings)
+            key = _pool_key(self.settings, self.pool_size)
             pool = pools.get(key)
             if pool is None or pool.session.closed:
-                pool = _Pool(self._new_http())
+                pool = _Pool(self._new_http(), in_flight=asyncio.Semaphore(self.pool_size))
                 pools[key] = pool
             pool.users += 1
             self._session, self._pool_loop, self._in_flight = pool.session, loop, pool.in_flight
@@ -287,7 +292,7 @@ class AsyncQuamotionClient:
         import aiohttp
 
         connector = aiohttp.TCPConnector(
-            limit=ASYNC_POOL_SIZE,
+            limit=self.pool_size,
             limit_per_host=0,
             ssl=ssl_context(self.settings.verify),
             keepalive_timeout=KEEPALIVE_SECONDS,
@@ -307,7 +312,7 @@ class AsyncQuamotionClient:
         if session is None:
             return
         pools = _POOLS.get(loop) if loop is not None else None
-        key = _pool_key(self.settings)
+        key = _pool_key(self.settings, self.pool_size)
         pool = pools.get(key) if pools is not None else None
         if pool is None or pool.session is not session:
             await session.close()  # a pool replaced meanwhile (closed): nobody else holds it
@@ -337,7 +342,7 @@ class AsyncQuamotionClient:
 
     async def _fetch_projects(self, deadline: float | None) -> Any:
         # a client of its own (on the same shared pool): the lookup outlives a caller that is cancelled
-        async with AsyncQuamotionClient(self.settings, self.token_provider) as client:
+        async with AsyncQuamotionClient(self.settings, self.token_provider, pool_size=self.pool_size) as client:
             response = await client.request("GET", api.PROJECTS, deadline=deadline)
         return parse_json(response)
 

@@ -318,12 +318,19 @@ def dropped_retry_after(exc: BaseException) -> float | None:
     return None
 
 
+#: The pause before a retry the server allows at once (``Retry-After: 0``, a dropped connection)
+#: doubles from ``min_wait`` up to this many times ``min_wait`` (0.1, 0.2, 0.4, 0.4 ... s by default).
+FLOOR_GROWTH = 4
+
+
 def wait_seconds(policy: RetryPolicy, attempt: int, retry_after: float | None) -> float:
     """How long to wait before attempt ``attempt + 1``: ``Retry-After`` if given, else full jitter."""
     if retry_after is not None:
-        # a server that says "now" (Retry-After: 0) still gets a small, growing pause: a burst of
-        # faults must not spend every attempt within a few milliseconds
-        floor = min(policy.backoff_max, policy.min_wait * (2 ** max(0, attempt - 1)))
+        # a server that says "now" (Retry-After: 0) still gets a small pause, growing to
+        # FLOOR_GROWTH x min_wait: a burst of faults must not spend every attempt within a few
+        # milliseconds, nor one unlucky request (4 faults in a row) wait seconds the server never asked for
+        growth = min(FLOOR_GROWTH, 2 ** max(0, attempt - 1))
+        floor = min(policy.backoff_max, policy.min_wait * growth)
         return max(min(retry_after, policy.retry_after_max), floor)
     ceiling = min(policy.backoff_max, policy.backoff_initial * (2 ** max(0, attempt - 1)))
     return random.uniform(ceiling / 2, ceiling)

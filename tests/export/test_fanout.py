@@ -1,5 +1,5 @@
 """The ``jobs`` fan-out against the sandbox: one slow request does not stall the others, and a failed
-export stops its workers (no request is sent after ``execute`` has raised).
+export stops its requests (none is sent after ``execute`` has raised).
 
 Both tests check the order of events (client-side logs of requests), never wall times.
 """
@@ -11,12 +11,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
-import requests
 
 from airflow_provider_quamotion.exceptions import QuamotionApiError
 from airflow_provider_quamotion.export import source
-from airflow_provider_quamotion.hooks.quamotion import QuamotionHook
+from airflow_provider_quamotion.hooks.quamotion import QuamotionAsyncHook, QuamotionHook
 from airflow_provider_quamotion.operators.quamotion import QuamotionExportOperator
 from airflow_provider_quamotion.sandbox import Sandbox
 from tests.export.test_sandbox import expected_jobs, window_of
@@ -64,19 +64,16 @@ def test_one_slow_run_does_not_hold_the_others_up(
     sb.set_faults(path=f"{slow}/jobs$", latency_ms=2000)
 
     events: list[tuple[str, str]] = []
-    lock = threading.Lock()
-    original = QuamotionHook.list_jobs
+    original = QuamotionAsyncHook.list_jobs
 
-    def logged(self: QuamotionHook, run_id: str) -> list[dict[str, Any]]:
-        with lock:
-            events.append(("start", run_id))
+    async def logged(self: QuamotionAsyncHook, run_id: str, **kwargs: Any) -> list[dict[str, Any]]:
+        events.append(("start", run_id))  # on the fan-out's event loop: one thread
         try:
-            return original(self, run_id)
+            return await original(self, run_id, **kwargs)
         finally:
-            with lock:
-                events.append(("end", run_id))
+            events.append(("end", run_id))
 
-    monkeypatch.setattr(QuamotionHook, "list_jobs", logged)
+    monkeypatch.setattr(QuamotionAsyncHook, "list_jobs", logged)
     export_jobs_in_order(sb, tmp_path, since, until, concurrency)
     begin, end = events.index(("start", slow)), events.index(("end", slow))
     done_meanwhile = [rid for kind, rid in events[begin:end] if kind == "end" and rid != slow]
@@ -87,7 +84,7 @@ def test_one_slow_run_does_not_hold_the_others_up(
     assert sb.counters()["faults_injected"] == 0  # latency only: every request answered first time
 
 
-def test_a_failed_export_stops_its_workers(
+def test_a_failed_export_stops_its_requests(
     sandbox_conn: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sb = sandbox_conn
@@ -102,16 +99,16 @@ def test_a_failed_export_stops_its_workers(
             ]
         }
     )
-    sends: list[str] = []  # the thread of every request sent, in order
+    sends: list[str] = []  # the URL of every job-list request the fan-out sent, in order
     lock = threading.Lock()
-    original_send = requests.adapters.HTTPAdapter.send
+    original_request = aiohttp.ClientSession.request
 
-    def logged_send(self: requests.adapters.HTTPAdapter, request: Any, *args: Any, **kwargs: Any) -> Any:
+    async def logged_request(self: aiohttp.ClientSession, method: str, url: Any, **kwargs: Any) -> Any:
         with lock:
-            sends.append(threading.current_thread().name)
-        return original_send(self, request, *args, **kwargs)
+            sends.append(str(url))
+        return await original_request(self, method, url, **kwargs)
 
-    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", logged_send)
+    monkeypatch.setattr(aiohttp.ClientSession, "request", logged_request)
     retry = {"max_attempts": 50, "backoff_initial": 0.05, "backoff_max": 0.05, "retry_after_max": 0.05}
     target = tmp_path / "jobs.jsonl"
     operator = QuamotionExportOperator(
@@ -125,17 +122,17 @@ def test_a_failed_export_stops_its_workers(
         operator.execute({})
     with lock:
         raised_at = len(sends)
-    workers_when_raised = export_workers()
-
-    for thread in workers_when_raised:
-        thread.join(10)  # they end at their next attempt (within one 50 ms wait), not after 50 attempts
+    # the fan-out's event loop and its thread have stopped before execute() raised
     assert [t.name for t in export_workers()] == []
-    late = [name for name in sends[raised_at:] if name.startswith(WORKER_PREFIX)]
-    assert late == [], f"{len(late)} requests were sent by workers after the export had failed"
+    requests_before = sb.counters()["requests"]
+    threading.Event().wait(0.3)  # several 50 ms retry waits: a request still retrying would be sent now
+    late = sends[raised_at:]
+    assert late == [], f"{len(late)} requests were sent after the export had failed"
+    assert sb.counters()["requests"] == requests_before
     assert not target.exists()
-    # the other workers really were retrying when the export failed
+    # the other requests really were retrying when the export failed
     assert sb.counters()["status"].get("503", 0) >= 3
-    assert sum(1 for name in sends if name.startswith(WORKER_PREFIX)) < 4 * 50
+    assert len(sends) < 4 * 50
 
 
 def test_a_request_waiting_on_a_retry_gives_its_slot_to_the_others(
@@ -156,33 +153,30 @@ def test_a_request_waiting_on_a_retry_gives_its_slot_to_the_others(
             ]
         }
     )
-    lock = threading.Lock()
-    on_wire: set[str] = set()
+    on_wire = 0  # requests sent and not answered yet (all on the fan-out's one event loop)
     most = 0
     overlapping_during_wait = 0
-    waiting = threading.Event()
-    original_send = requests.adapters.HTTPAdapter.send
+    waiting = False
+    original_request = aiohttp.ClientSession.request
 
-    def counted_send(self: requests.adapters.HTTPAdapter, request: Any, *args: Any, **kwargs: Any) -> Any:
-        nonlocal most, overlapping_during_wait
-        mine = str(request.url).endswith(f"{slow}/jobs")
-        if mine and waiting.is_set():
-            waiting.clear()  # the retry: the wait is over
-        with lock:
-            on_wire.add(threading.current_thread().name)
-            most = max(most, len(on_wire))
-            if waiting.is_set() and len(on_wire) == concurrency:
-                overlapping_during_wait += 1
+    async def counted_request(self: aiohttp.ClientSession, method: str, url: Any, **kwargs: Any) -> Any:
+        nonlocal on_wire, most, overlapping_during_wait, waiting
+        mine = str(url).endswith(f"{slow}/jobs")
+        if mine and waiting:
+            waiting = False  # the retry: the wait is over
+        on_wire += 1
+        most = max(most, on_wire)
+        if waiting and on_wire == concurrency:
+            overlapping_during_wait += 1
         try:
-            response = original_send(self, request, *args, **kwargs)
+            response = await original_request(self, method, url, **kwargs)
         finally:
-            with lock:
-                on_wire.discard(threading.current_thread().name)
-        if mine and response.status_code == 503:
-            waiting.set()  # from now until the retry, this run's thread waits without a slot
+            on_wire -= 1
+        if mine and response.status == 503:
+            waiting = True  # from now until the retry, this run's request waits without a slot
         return response
 
-    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", counted_send)
+    monkeypatch.setattr(aiohttp.ClientSession, "request", counted_request)
     export_jobs_in_order(sb, tmp_path, since, until, concurrency)
     assert sb.counters()["status"].get("503") == 1
     assert most <= concurrency  # never more requests on the wire than max_concurrency

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import itertools
 import json
@@ -87,10 +88,11 @@ def test_ordered_map_keeps_order_bounds_in_flight_and_is_lazy() -> None:
                 outstanding += 1
             yield i
 
-    def square(i: int) -> int:
+    async def square(i: int) -> int:
+        await asyncio.sleep(0)
         return i * i
 
-    gen = ordered_map(square, source(), workers=4, in_flight=8)
+    gen = ordered_map(square, source(), in_flight=8)
     out = []
     for item, result in gen:
         with lock:
@@ -103,10 +105,11 @@ def test_ordered_map_keeps_order_bounds_in_flight_and_is_lazy() -> None:
     assert out == [(i, i * i) for i in range(1000)]
     assert consumed <= 1000 + 8  # an endless input, consumed only as far as needed
     assert peak <= 8
+    assert not [t for t in threading.enumerate() if t.name == "quamotion-export"]  # its loop stopped
 
 
 def test_ordered_map_raises_from_the_failing_item() -> None:
-    def fail_on_3(i: int) -> int:
+    async def fail_on_3(i: int) -> int:
         if i == 3:
             raise ValueError("three")
         return i
@@ -114,7 +117,7 @@ def test_ordered_map_raises_from_the_failing_item() -> None:
     seen: list[int] = []
 
     def consume() -> None:
-        for item, _ in ordered_map(fail_on_3, range(100), workers=2):
+        for item, _ in ordered_map(fail_on_3, range(100), in_flight=4):
             seen.append(item)
 
     with pytest.raises(ValueError, match="three"):
@@ -123,43 +126,55 @@ def test_ordered_map_raises_from_the_failing_item() -> None:
 
 
 def test_ordered_map_goes_on_past_a_slow_head() -> None:
-    # Item 0 finishes only once 12 later items have: with a look-ahead of 2 x workers it would wait
-    # for ever (the timeout then fails it); with the default look-ahead the others go on meanwhile.
+    # Item 0 finishes only once 12 later items have: with a look-ahead of 4 it would wait for ever
+    # (the timeout then fails it); with a look-ahead of 64 the others go on meanwhile.
     done = 0
-    cond = threading.Condition()
 
-    def work(i: int) -> int:
+    async def work(i: int) -> int:
         nonlocal done
-        with cond:
-            if i == 0 and not cond.wait_for(lambda: done >= 12, timeout=10):
+        if i == 0:
+            for _ in range(10_000):
+                if done >= 12:
+                    break
+                await asyncio.sleep(0.001)
+            else:
                 raise AssertionError("the head blocked every other item")
-            done += 1
-            cond.notify_all()
+        done += 1
         return i
 
-    assert [i for i, _ in ordered_map(work, range(50), workers=2)] == list(range(50))
+    assert [i for i, _ in ordered_map(work, range(50), in_flight=64)] == list(range(50))
 
 
-def test_ordered_map_stops_its_workers_after_a_failure() -> None:
-    stop = threading.Event()
+def test_ordered_map_cancels_what_runs_after_a_failure() -> None:
     calls: list[int] = []
-    release = threading.Event()
+    cancelled: list[int] = []
+    finished: list[int] = []
 
-    def work(i: int) -> int:
+    async def work(i: int) -> int:
         calls.append(i)
         if i == 0:
-            release.wait(10)  # the others queue up behind
+            await asyncio.sleep(0.05)  # the others start meanwhile and wait
             raise ValueError("zero")
-        release.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.append(i)
+            raise
+        finished.append(i)
         return i
 
+    closed: list[bool] = []
+
+    async def close() -> None:
+        closed.append(True)
+
     with pytest.raises(ValueError, match="zero"):
-        for _ in ordered_map(work, range(1000), workers=2, in_flight=100, stop=stop):
+        for _ in ordered_map(work, range(1000), in_flight=100, close=close):
             pass
-    assert stop.is_set()  # what the workers' session checks before each attempt
-    for thread in [t for t in threading.enumerate() if t.name.startswith("quamotion-export")]:
-        thread.join(10)
-    assert len(calls) <= 100  # the queued items were cancelled, none beyond the look-ahead ran
+    assert len(calls) <= 100  # none beyond the look-ahead was started
+    assert sorted(cancelled) == sorted(calls[1:]) and not finished  # the rest were cancelled, not awaited
+    assert closed == [True]  # close() ran on the loop before it stopped
+    assert not [t for t in threading.enumerate() if t.name == "quamotion-export"]
 
 
 class EndlessHook:
@@ -175,9 +190,15 @@ class EndlessHook:
             self.runs_read += 1
             yield {"testRunId": f"r{i}", "scheduled": "2024-01-02T00:00:00Z" if i % 2 else "2020-01-01"}
 
-    def list_jobs(self, run_id: str) -> list[dict[str, Any]]:
+    def async_twin(self, pool_size: int) -> EndlessHook:
+        return self
+
+    async def list_jobs(self, run_id: str) -> list[dict[str, Any]]:
         self.job_calls += 1
         return [{"id": 1, "testRunId": "ignored"}, {"id": 2}]
+
+    async def aclose(self) -> None:
+        return None
 
 
 def test_jobs_stream_from_an_endless_run_list() -> None:

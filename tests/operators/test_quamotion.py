@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from airflow_provider_quamotion.operators.quamotion import (
     QuamotionXComTooLargeError,
 )
 from airflow_provider_quamotion.storage import TEMP_MARKER
-from tests.mocks import HOST, mock_aad, mock_projects
+from tests.mocks import HOST, aiohttp_through, mock_aad, mock_projects
 
 ROOT = f"{HOST}/project/acme/api/"
 
@@ -34,7 +33,7 @@ pytestmark = pytest.mark.usefixtures("mocked_connection")
 
 @pytest.fixture
 def m() -> Any:
-    with rm.Mocker() as mocker:
+    with rm.Mocker() as mocker, aiohttp_through(mocker):
         mock_aad(mocker)
         mock_projects(mocker)
         yield mocker
@@ -374,16 +373,16 @@ def test_failed_export_leaves_no_file_and_keeps_the_old_one(runs_api: Any, tmp_p
 def test_interrupted_export_leaves_nothing(
     runs_api: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from airflow_provider_quamotion.hooks.quamotion import QuamotionHook
+    from airflow_provider_quamotion.hooks.quamotion import QuamotionAsyncHook
 
-    real = QuamotionHook.list_jobs
+    real = QuamotionAsyncHook.list_jobs
 
-    def interrupted(self: QuamotionHook, run_id: str) -> list[dict[str, Any]]:
+    async def interrupted(self: QuamotionAsyncHook, run_id: str, **kwargs: Any) -> list[dict[str, Any]]:
         if run_id == "r3":
-            raise KeyboardInterrupt
-        return real(self, run_id)
+            raise KeyboardInterrupt  # on the fan-out's event loop: carried to the export's thread
+        return await real(self, run_id, **kwargs)
 
-    monkeypatch.setattr(QuamotionHook, "list_jobs", interrupted)
+    monkeypatch.setattr(QuamotionAsyncHook, "list_jobs", interrupted)
     target = tmp_path / "out" / "jobs.csv"
     with pytest.raises(KeyboardInterrupt):
         QuamotionExportOperator(task_id="t", resource="jobs", destination=str(target), format="csv").execute(
@@ -391,6 +390,7 @@ def test_interrupted_export_leaves_nothing(
         )
     assert not any(TEMP_MARKER in p.name for p in target.parent.iterdir())
     assert not target.exists()
+    assert not [t for t in threading.enumerate() if t.name == "quamotion-export"]  # its loop stopped
 
 
 def test_export_to_sqlite_replaces_window_in_one_transaction(
@@ -499,38 +499,39 @@ def test_export_operator_validates_at_run_time(
 def test_jobs_fan_out_is_concurrent_bounded_and_ordered(
     m: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from airflow_provider_quamotion.export import source
-    from airflow_provider_quamotion.hooks.quamotion import QuamotionHook
+    import asyncio
+
+    import aiohttp
 
     runs = [{"testRunId": f"r{i}", "scheduled": "2024-01-01T00:00:00Z"} for i in range(40)]
     m.get(ROOT + "testRun", json=runs)
+    for i in range(40):
+        m.get(ROOT + api.test_run_jobs(f"r{i}"), json=[{"id": i, "status": "success"}])
     active = 0
     peak = 0
-    lock = threading.Lock()
-    hooks: set[int] = set()
+    sessions: set[int] = set()
+    mocked = aiohttp.ClientSession.request  # the requests-mock bridge of the `m` fixture
 
-    def slow_jobs(self: QuamotionHook, run_id: str) -> list[dict[str, Any]]:
-        # requests-mock serialises requests, so the job lists are stubbed at the hook; a stubbed
-        # request takes the fan-out's request slot as the session does for each attempt
+    async def slow(self: aiohttp.ClientSession, method: str, url: Any, **kwargs: Any) -> Any:
         nonlocal active, peak
-        hooks.add(id(self))
-        with source._slot():
-            with lock:
-                active += 1
-                peak = max(peak, active)
-            time.sleep(0.01 if int(run_id[1:]) % 2 else 0.03)  # finish out of order
-            with lock:
-                active -= 1
-        return [{"id": int(run_id[1:])}]
+        sessions.add(id(self))
+        active += 1
+        peak = max(peak, active)
+        try:
+            run = int(str(url).rsplit("/", 2)[-2][1:])
+            await asyncio.sleep(0.01 if run % 2 else 0.03)  # answers come back out of order
+            return await mocked(self, method, url, **kwargs)
+        finally:
+            active -= 1
 
-    monkeypatch.setattr(QuamotionHook, "list_jobs", slow_jobs)
+    monkeypatch.setattr(aiohttp.ClientSession, "request", slow)
     target = tmp_path / "jobs.jsonl"
     QuamotionExportOperator(task_id="t", resource="jobs", destination=str(target), max_concurrency=4).execute(
         {}
     )
     assert [r["id"] for r in read_jsonl(target)] == list(range(40))
-    assert peak == 4
-    assert len(hooks) == 1  # one hook: one token, one connection pool
+    assert peak == 4  # max_concurrency requests on the wire, never more
+    assert len(sessions) == 1  # one pool: one token, one connection pool
 
 
 def test_parse_errors_of_export_are_typed(m: Any, tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ import requests_mock as rm
 
 from airflow_provider_quamotion import api
 from tests.dag_runs import REPO
-from tests.mocks import HOST, mock_aad, mock_projects
+from tests.mocks import HOST, aiohttp_through, mock_aad, mock_projects
 
 CONN_ID = "s3_lake"
 AZ_CONN_ID = "azure_lake"
@@ -62,7 +62,7 @@ def jobs_of(run_id: str) -> list[dict[str, Any]]:
 @pytest.fixture
 def m() -> Any:
     """The Quamotion API (requests-mock): five runs on 2 January 2024 and their jobs."""
-    with rm.Mocker() as mocker:
+    with rm.Mocker() as mocker, aiohttp_through(mocker):
         mock_aad(mocker)
         mock_projects(mocker)
         mocker.get(ROOT + "testRun", json=RUNS)
