@@ -342,7 +342,9 @@ class AsyncQuamotionClient:
 
     async def _fetch_projects(self, deadline: float | None) -> Any:
         # a client of its own (on the same shared pool): the lookup outlives a caller that is cancelled
-        async with AsyncQuamotionClient(self.settings, self.token_provider, pool_size=self.pool_size) as client:
+        async with AsyncQuamotionClient(
+            self.settings, self.token_provider, pool_size=self.pool_size
+        ) as client:
             response = await client.request("GET", api.PROJECTS, deadline=deadline)
         return parse_json(response)
 
