@@ -21,7 +21,7 @@ import ssl
 import threading
 import weakref
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -114,17 +114,21 @@ def ssl_context(verify: bool | str) -> ssl.SSLContext:
         return context
 
 
-def query_params(params: Mapping[str, Any] | None) -> dict[str, str] | None:
+def query_params(params: Mapping[str, Any] | None) -> list[tuple[str, str]] | None:
     """Query parameters as text, the way ``httpx`` and the API read them: booleans as
-    ``true``/``false``, ``None`` left out (``aiohttp`` accepts neither)."""
+    ``true``/``false``, ``None`` left out, a list or tuple as the key repeated (``aiohttp`` takes
+    none of these as they are)."""
     if not params:
         return None
-    out: dict[str, str] = {}
+
+    def text(value: Any) -> str:
+        return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+    out: list[tuple[str, str]] = []
     for key, value in params.items():
-        if value is None:
-            continue
-        out[str(key)] = ("true" if value else "false") if isinstance(value, bool) else str(value)
-    return out
+        values = value if isinstance(value, list | tuple) else [value]
+        out.extend((str(key), text(v)) for v in values if v is not None)
+    return out or None
 
 
 class AsyncReply:
@@ -180,10 +184,6 @@ class AsyncReply:
             raise RuntimeError("the body of a streamed reply is read with aread() or aiter_bytes()")
         return self._content
 
-    @property
-    def _content_consumed(self) -> bool:
-        return True  # for jsonio.parse_json: the body is never read from a socket there
-
     def json(self) -> Any:
         """The body parsed as JSON (``ValueError`` when it is not)."""
         import json
@@ -228,11 +228,11 @@ class _Pool:
     """One ``aiohttp.ClientSession`` of an event loop, and how many :class:`AsyncQuamotionClient` use it."""
 
     session: aiohttp.ClientSession
-    users: int = 0
     #: Requests in flight on this pool, at most its size: when thousands of triggers wake at once,
     #: they wait here (a cheap FIFO) rather than each building its request first, so the work ready
     #: in one turn of the event loop stays small.
-    in_flight: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(ASYNC_POOL_SIZE))
+    in_flight: asyncio.Semaphore
+    users: int = 0
 
 
 #: Per event loop: one pooled ``aiohttp.ClientSession`` per credentials identity (origin, TLS,

@@ -21,13 +21,17 @@ from airflow_provider_quamotion.transport.policy import ASYNC_POOL_SIZE, connect
 def test_query_params_read_as_the_api_reads_them() -> None:
     assert aio.query_params(None) is None
     assert aio.query_params({}) is None
-    assert aio.query_params({"a": True, "b": False, "c": None, "d": 3, "e": 1.5, "f": "x y"}) == {
-        "a": "true",
-        "b": "false",
-        "d": "3",
-        "e": "1.5",
-        "f": "x y",
-    }
+    assert aio.query_params({"c": None}) is None
+    params = {"a": True, "b": False, "c": None, "d": 3, "e": 1.5, "f": "x y", "g": ["p", None, 2]}
+    assert aio.query_params(params) == [
+        ("a", "true"),
+        ("b", "false"),
+        ("d", "3"),
+        ("e", "1.5"),
+        ("f", "x y"),
+        ("g", "p"),
+        ("g", "2"),
+    ]
 
 
 def test_ssl_contexts_verify_by_default_and_are_built_once(
