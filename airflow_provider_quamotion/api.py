@@ -368,6 +368,9 @@ class JobStatus(str, enum.Enum):
     @classmethod
     def parse(cls, value: Any) -> JobStatus:
         """Parse a status; an unknown one raises ``ValueError`` naming the known ones."""
+        known_text = _STATUS_TEXT.get(value) if isinstance(value, str) else None
+        if known_text is not None:  # the common case: the API's own spelling, read without an enum lookup
+            return known_text
         try:
             return cls(str(value).strip().lower())
         except ValueError:
@@ -381,6 +384,10 @@ class JobStatus(str, enum.Enum):
 
 
 _TERMINAL = frozenset({JobStatus.SUCCESS, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.SKIPPED})
+#: Each status by its lower-case and capitalised spellings (``"running"``, ``"Running"``).
+_STATUS_TEXT: dict[str, JobStatus] = {
+    text: status for status in JobStatus for text in (status.value, status.value.capitalize())
+}
 
 
 class TestRunState(str, enum.Enum):
@@ -428,7 +435,8 @@ def job_attempts(jobs: Iterable[Mapping[str, Any]]) -> list[list[Mapping[str, An
         name = job.get(JOB_NAME)
         key = ("name", name) if isinstance(name, str) and name else ("job", index)
         groups.setdefault(key, []).append(job)
-    return [sorted(group, key=_started_key) for group in groups.values()]
+    # a job attempted once (nearly all) needs no ordering, nor its ``started`` parsed
+    return [group if len(group) == 1 else sorted(group, key=_started_key) for group in groups.values()]
 
 
 def latest_attempts(jobs: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:

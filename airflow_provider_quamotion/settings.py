@@ -141,8 +141,9 @@ class QuamotionSettings:
 
     @property
     def origin(self) -> str:
-        """``scheme://host[:port]`` of the API: the only place the bearer token may go."""
-        return origin_of(self.base_url)
+        """``scheme://host[:port]`` of the API: the only place the bearer token may go (read once:
+        every request checks its destination against it)."""
+        return self.identity()[0]
 
     @property
     def uses_api_key(self) -> bool:
@@ -164,7 +165,7 @@ class QuamotionSettings:
         if cached is None:
             proxies = json.dumps(sorted((self.proxies or {}).items()))
             cached = (
-                self.origin,
+                origin_of(self.base_url),
                 self.authority,
                 self.client_id or "",
                 _digest(self.client_secret),

@@ -37,11 +37,17 @@ def _operator_export(
 
 
 def _warm_up() -> None:
-    """Token and project root, cached process-wide, so timings cover the export alone."""
+    """Token, project root and the async client's first-use costs (importing ``aiohttp``, which builds
+    its default SSL contexts, and our SSL context), each paid once per process, so timings cover the
+    export alone."""
+    import aiohttp  # noqa: F401 - what the jobs fan-out imports on first use
+
     from airflow_provider_quamotion.hooks.quamotion import QuamotionHook
+    from airflow_provider_quamotion.transport.aio import ssl_context
 
     hook = QuamotionHook()
     hook.url_for("testRun")
+    ssl_context(hook.settings.verify)
     hook.close()
 
 

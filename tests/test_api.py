@@ -42,6 +42,12 @@ def test_run_state_from_jobs(statuses: list[str], allow_skipped: bool, state: Te
     assert state.is_terminal == (state in (TestRunState.SUCCESS, TestRunState.FAILED))
 
 
+@pytest.mark.parametrize("status", list(JobStatus))
+def test_every_spelling_of_a_status_parses_alike(status: JobStatus) -> None:
+    for text in (status.value, status.value.capitalize(), status.value.upper(), f" {status.value} "):
+        assert JobStatus.parse(text) is status
+
+
 def test_unknown_status_parse_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="unknown job status 'exploded'; known statuses: created"):
         JobStatus.parse("exploded")

@@ -23,7 +23,6 @@ import weakref
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from airflow_provider_quamotion import api
 from airflow_provider_quamotion.exceptions import QuamotionError, register_secret
@@ -44,6 +43,8 @@ from airflow_provider_quamotion.transport.policy import (
     dropped_retry_after,
     error_for_status,
     is_certificate_failure,
+    needs_api_root,
+    request_label,
     resolve_url,
     retrier,
     retry_after_seconds,
@@ -60,8 +61,6 @@ if TYPE_CHECKING:
 
 #: Seconds an idle pooled connection is kept (triggers poll every few seconds to minutes).
 KEEPALIVE_SECONDS = 30.0
-#: Bytes read from the socket per chunk of a body.
-_CHUNK = 65536
 
 
 def _failure_sent(exc: BaseException) -> bool:
@@ -154,10 +153,10 @@ class AsyncReply:
         self.headers = response.headers
         self.method = method
         self.url = url
-        where = f"{method} {urlsplit(url).path}"
+        where = request_label(method, url)
         decoder = check_content_encoding(response.headers.get("Content-Encoding"), where)
         self._body = abounded_body(
-            response.content.iter_chunked(_CHUNK),
+            response.content.iter_any(),
             where=where,
             decoder=decoder,
             max_bytes=max_bytes,
@@ -220,7 +219,7 @@ class AsyncReply:
             self._response.release()
 
     def __repr__(self) -> str:
-        return f"<AsyncReply {self.method} {urlsplit(self.url).path} {self.status_code}>"
+        return f"<AsyncReply {request_label(self.method, self.url)} {self.status_code}>"
 
 
 @dataclass
@@ -385,8 +384,7 @@ class AsyncQuamotionClient:
 
         method = method.upper()
         self._http()  # join the shared pool first: the project lookup below borrows it too
-        needs_root = not (endpoint.startswith("/") or "://" in endpoint)
-        root = await self.api_root(deadline) if needs_root else ""
+        root = await self.api_root(deadline) if needs_api_root(endpoint) else ""
         url = resolve_url(self.settings.base_url, endpoint, lambda: root)
         destination = connects_to(url)
         proxy = (self.settings.proxies or {}).get(destination[0])
@@ -394,7 +392,7 @@ class AsyncQuamotionClient:
         query = query_params(params)
         per_attempt = self.settings.timeout if timeout is None else timeout
         time_left = time_left_until(deadline)
-        where = f"{method} {urlsplit(url).path}"
+        where = request_label(method, url)
 
         async def send(token: str) -> AsyncReply:
             register_secret(token)

@@ -160,9 +160,10 @@ def _other_readings(url: str) -> list[tuple[str, tuple[str, str, int | None]]]:
     return readings
 
 
+@functools.lru_cache(maxsize=32768)
 def connects_to(url: str) -> tuple[str, str, int]:
     """The ``(scheme, host, port)`` ``aiohttp`` opens its socket to for ``url`` (read with ``yarl``,
-    the parser ``aiohttp`` itself uses)."""
+    the parser ``aiohttp`` itself uses; the last 32,768 readings are remembered)."""
     from yarl import URL
 
     parsed = URL(url)
@@ -247,15 +248,16 @@ class TokenProvider(Protocol):
         ...
 
 
-def resolve_url(base_url: str, endpoint: str, api_root: Callable[[], str]) -> str:
-    """Resolve ``endpoint`` like a URL reference.
+def needs_api_root(endpoint: str) -> bool:
+    """Whether ``endpoint`` is project-relative (``"testRun"``): resolving it needs the project's API root.
 
-    :param base_url: the connection's base URL.
-    :param endpoint: ``"testRun"`` (project-relative), ``"/api/version"`` (host root) or an absolute URL.
-    :param api_root: returns the project's API root path (e.g. ``/project/acme/api/``); called only
-        for a project-relative endpoint, so the project is looked up only when needed.
+    :param endpoint: an endpoint as :func:`resolve_url` takes it.
     """
-    endpoint = str(endpoint).strip()
+    return _endpoint_kind(str(endpoint).strip()) == "project"
+
+
+@functools.lru_cache(maxsize=32768)
+def _endpoint_kind(endpoint: str) -> str:
     if not endpoint:
         raise QuamotionConfigError("An endpoint is required, e.g. 'testRun' or '/api/version'.")
     try:
@@ -263,13 +265,48 @@ def resolve_url(base_url: str, endpoint: str, api_root: Callable[[], str]) -> st
     except ValueError as err:
         raise QuamotionInsecureRequestError(f"Refused endpoint {redact(endpoint)[:200]!r}: {err}.") from None
     if parts.scheme or endpoint.startswith("//"):
+        return "absolute"
+    return "host" if endpoint.startswith("/") else "project"
+
+
+def resolve_url(base_url: str, endpoint: str, api_root: Callable[[], str]) -> str:
+    """Resolve ``endpoint`` like a URL reference.
+
+    A resolution is pure (strings in, a checked URL out), so the last 32,768 are remembered: a
+    triggerer's triggers resolve the same few URLs every few seconds. A refused one is not
+    remembered (it raises each time).
+
+    :param base_url: the connection's base URL.
+    :param endpoint: ``"testRun"`` (project-relative), ``"/api/version"`` (host root) or an absolute URL.
+    :param api_root: returns the project's API root path (e.g. ``/project/acme/api/``); called only
+        for a project-relative endpoint, so the project is looked up only when needed.
+    """
+    endpoint = str(endpoint).strip()
+    root = api_root() if _endpoint_kind(endpoint) == "project" else ""
+    return _resolved(base_url, endpoint, root)
+
+
+@functools.lru_cache(maxsize=32768)
+def _resolved(base_url: str, endpoint: str, root: str) -> str:
+    kind = _endpoint_kind(endpoint)
+    if kind == "absolute":
         url = endpoint
-    elif endpoint.startswith("/"):
+    elif kind == "host":
         url = urljoin(base_url + "/", endpoint)
     else:
-        url = urljoin(base_url + api_root(), endpoint)
+        url = urljoin(base_url + root, endpoint)
     check_destination(url, origin_of(base_url))
     return url
+
+
+@functools.lru_cache(maxsize=32768)
+def request_label(method: str, url: str) -> str:
+    """``"GET /path"``: how logs and errors name a request (never its query, which may carry values).
+
+    :param method: the request's method.
+    :param url: the request's URL.
+    """
+    return f"{method.upper()} {urlsplit(url).path}"
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
@@ -475,7 +512,7 @@ class Retrier:
         if attempt >= policy.max_attempts:
             return None
         wanted = wait_seconds(policy, attempt, failure.retry_after)
-        where = f"{method.upper()} {urlsplit(url).path}"
+        where = request_label(method, url)
         if elapsed + wanted > policy.retry_budget:
             log.info(
                 "%s: not retried, the next attempt would pass the retry budget of %.0f s",

@@ -18,6 +18,8 @@ from airflow_provider_quamotion.transport.policy import (
     check_destination,
     destination_of,
     dropped_retry_after,
+    needs_api_root,
+    request_label,
     resolve_url,
     retrier,
     wait_seconds,
@@ -53,6 +55,40 @@ def _root() -> str:
 def test_ambiguous_or_foreign_endpoints_are_refused(endpoint: str) -> None:
     with pytest.raises(QuamotionInsecureRequestError):
         resolve_url(BASE, endpoint, _root)
+
+
+def test_only_project_relative_endpoints_need_the_api_root() -> None:
+    looked_up: list[str] = []
+
+    def root() -> str:
+        looked_up.append("x")
+        return _root()
+
+    assert resolve_url(BASE, "testRun", root) == BASE + "/project/acme/api/testRun"
+    assert resolve_url(BASE, " /api/version ", root) == BASE + "/api/version"
+    assert resolve_url(BASE, BASE + "/api/version", root) == BASE + "/api/version"
+    assert looked_up == ["x"]  # the root was asked for once: for the project-relative endpoint
+    assert [needs_api_root(e) for e in ("testRun", "/api/version", BASE + "/x", "mailto:x")] == [
+        True,
+        False,
+        False,
+        False,
+    ]
+
+
+def test_a_remembered_resolution_never_remembers_a_refusal() -> None:
+    bad = "https://other.example/api/version"
+    for _ in range(2):  # refused every time, not once then served from the cache
+        with pytest.raises(QuamotionInsecureRequestError):
+            resolve_url(BASE, bad, _root)
+    # the same endpoint resolves against each base it is given: the cache is keyed by all inputs
+    assert resolve_url(BASE, "testRun", _root) != resolve_url("https://own.example:9443", "testRun", _root)
+    with pytest.raises(QuamotionInsecureRequestError):
+        resolve_url("https://own.example:9443", BASE + "/api/version", _root)
+
+
+def test_a_request_is_named_by_its_method_and_path_never_its_query() -> None:
+    assert request_label("get", BASE + "/api/testRun?token=s3cret#x") == "GET /api/testRun"
 
 
 @pytest.mark.parametrize(
