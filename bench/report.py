@@ -27,6 +27,19 @@ GOALS: dict[str, tuple[str, str, float | None]] = {
         ">=",
         0.8,
     ),
+    "trigger_10k_gc_tuned_timeouts": (
+        "the same 10,000 triggers, garbage collector tuned (tuning.tune_triggerer_gc, the Sizing page): timeouts",
+        "==",
+        0,
+    ),
+    "trigger_10k_gc_tuned_loop_lag_p99_ms": ("event-loop lag p99 of the tuned run, ms", "<=", 100),
+    "trigger_10k_gc_tuned_loop_lag_max_ms": ("event-loop lag max of the tuned run, ms", "<=", 1000),
+    "trigger_10k_gc_tuned_token_requests": ("token requests of the tuned run", "<=", 1),
+    "trigger_10k_gc_tuned_requests_per_s_over_ideal": (
+        "the tuned run's polls/s / min(triggers / poll interval, what the sandbox serves)",
+        ">=",
+        0.8,
+    ),
     "export_1m_peak_rss_over_10k": ("peak RSS exporting 1,000,000 test runs / 10,000", "<=", 1.5),
     "s3_export_peak_rss_over_local": (
         "peak RSS exporting 500,000 test runs to S3 (moto) / to a local file",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import time
@@ -189,6 +190,23 @@ def cmd_triggers(args: argparse.Namespace) -> None:
 
     ids = json.loads(Path(args.ids).read_text())
     tick = 0.01
+    if args.tune_gc:
+        from airflow_provider_quamotion.tuning import tune_triggerer_gc
+
+        tune_triggerer_gc()
+    gc_seconds = [0.0, 0.0]  # all collections, full collections
+    gc_started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+            return
+        spent = time.perf_counter() - gc_started[0]
+        gc_seconds[0] += spent
+        if info["generation"] == 2:
+            gc_seconds[1] += spent
+
+    gc.callbacks.append(on_gc)
 
     async def main() -> dict[str, Any]:
         loop = asyncio.get_running_loop()
@@ -223,9 +241,10 @@ def cmd_triggers(args: argparse.Namespace) -> None:
         before = current_rss_kb()
         ticking = asyncio.create_task(ticker())
         await asyncio.sleep(0.2)
-        started = time.perf_counter()
+        started, cpu_started, gc_before = time.perf_counter(), time.process_time(), list(gc_seconds)
         statuses = await asyncio.gather(*(one(i) for i in ids), return_exceptions=True)
         seconds = time.perf_counter() - started
+        cpu_seconds = time.process_time() - cpu_started
         done.set()
         await ticking
         counted: dict[str, int] = {}
@@ -245,6 +264,10 @@ def cmd_triggers(args: argparse.Namespace) -> None:
             "rss_peak_kb": peak,
             "peak_rss_per_trigger_kb": (peak - before) / max(1, len(ids)),
             "active_seconds_mean": sum(active) / max(1, len(active)),
+            "cpu_seconds": cpu_seconds,
+            "gc_seconds": gc_seconds[0] - gc_before[0],
+            "gc_full_seconds": gc_seconds[1] - gc_before[1],
+            "gc_thresholds": list(gc.get_threshold()),
         }
 
     emit(asyncio.run(main()))
@@ -400,6 +423,9 @@ def main() -> None:
     p.add_argument("--ids", required=True)
     p.add_argument("--poll", type=float, default=2.0)
     p.add_argument("--deadline", type=float, default=120.0)
+    p.add_argument(
+        "--tune-gc", action="store_true", help="tune_triggerer_gc() first (the Sizing page's advice)"
+    )
     p.set_defaults(fn=cmd_triggers)
     p = sub.add_parser("imports")
     p.add_argument("--modules", required=True)

@@ -90,8 +90,9 @@ class _MockedBody:
             yield self.data[start : start + size]
         self.done = True
 
-    def iter_chunked(self, size: int) -> Any:
-        return self._chunks(size)
+    def iter_any(self) -> Any:
+        """The body in pieces of 64 KiB, as a socket would deliver a long one."""
+        return self._chunks(65536)
 
     def at_eof(self) -> bool:
         return self.done

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 from airflow_provider_quamotion import api
 from airflow_provider_quamotion.exceptions import QuamotionConfigError, QuamotionResponseError
 from airflow_provider_quamotion.export.window import Window, scheduled_of
+from airflow_provider_quamotion.tuning import relaxed_gc
 
 if TYPE_CHECKING:
     from airflow_provider_quamotion.hooks.quamotion import QuamotionHook
@@ -244,16 +245,18 @@ def ordered_map(
 
     runner = _LoopThread()
     pending: deque[tuple[T, concurrent.futures.Future[R]]] = deque()
-    try:
-        for item in items:
-            pending.append((item, runner.submit(carried(item))))
-            if len(pending) >= in_flight:
+    # the requests in flight would otherwise set off full collections of the whole process
+    with relaxed_gc():
+        try:
+            for item in items:
+                pending.append((item, runner.submit(carried(item))))
+                if len(pending) >= in_flight:
+                    head, future = pending.popleft()
+                    yield head, result(future)
+            while pending:
                 head, future = pending.popleft()
                 yield head, result(future)
-        while pending:
-            head, future = pending.popleft()
-            yield head, result(future)
-    finally:
-        for _, future in pending:
-            future.cancel()
-        runner.close(close)
+        finally:
+            for _, future in pending:
+                future.cancel()
+            runner.close(close)
