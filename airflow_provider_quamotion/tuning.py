@@ -7,7 +7,8 @@ coroutines and futures), and the objects of a request still in flight survive th
 collections, so they are promoted and set off full collections of the whole process (an Airflow
 process holds a million objects or more). Measured (``make bench``): with 10,000 triggers polling
 every 2 s, full collections took ~40 % of the triggerer's CPU, ~0.4 s each, and made its loop lag;
-in a 32-way jobs export, 15-25 % of the export's CPU. With :data:`GC_THRESHOLDS` they take ~3 %.
+in a 32-way jobs export, 15-25 % of the export's CPU. With :data:`GC_THRESHOLDS` the collector
+takes 1-3 %.
 
 * The jobs fan-out relaxes the thresholds itself while it runs (:func:`relaxed_gc`): an export runs in
   a task process of its own, for a bounded time, and the previous thresholds come back when the
