@@ -438,7 +438,7 @@ class AsyncQuamotionClient:
                     token = await self.token_provider.aget_token()
                     response = await send(token)
             except (aiohttp.ClientError, TimeoutError) as exc:
-                failure = transport_error(method, url, exc)
+                failure = transport_error(method, url, exc, time_left())
                 if is_certificate_failure(exc):
                     raise failure from exc  # a certificate problem does not go away by retrying
                 if retry_decision(policy, method, sent=_failure_sent(exc)):

@@ -418,8 +418,19 @@ def error_for_status(
     )
 
 
-def transport_error(method: str, url: str, exc: BaseException) -> QuamotionApiError:
-    """The typed error for a connection failure or timeout, after every retry."""
+def transport_error(
+    method: str, url: str, exc: BaseException, time_left: float | None = None
+) -> QuamotionApiError | QuamotionTimeoutError:
+    """The typed error for a connection failure or timeout, after every retry.
+
+    :param method: the request's method.
+    :param url: the request's URL.
+    :param exc: the client library's failure.
+    :param time_left: seconds left before the caller's deadline when it failed (``None`` without
+        one): a timeout at the deadline is the deadline cutting the attempt short (its timeout was
+        the time left), a :class:`QuamotionTimeoutError`, not a server too slow for ``timeout``, so
+        a wait keeps reporting the failure that made it poll again (:func:`runs.poll_failure`).
+    """
     name = type(exc).__name__
     where = f"{method.upper()} {origin_of(url)}{urlsplit(url).path}"
     if "SSL" in name or "Certificate" in name or "CERTIFICATE" in str(exc):
@@ -428,10 +439,19 @@ def transport_error(method: str, url: str, exc: BaseException) -> QuamotionApiEr
             "that signed the server's certificate (or true for the system CAs)."
         )
     elif "Timeout" in name:
+        if time_left is not None and time_left <= DEADLINE_SLACK_SECONDS:
+            return QuamotionTimeoutError(
+                f"{where}: the caller's deadline passed while waiting for the reply ({name})."
+            )
         advice = "The server did not answer in time. Raise 'timeout' in the connection, or check proxies."
     else:
         advice = "Could not connect. Check the host, proxies and TLS settings (verify) of the connection."
     return QuamotionApiError(f"{where} failed ({name}). {advice}", method=method, url=url)
+
+
+#: A timeout this close to the caller's deadline (or past it) is the deadline's (timers fire a little
+#: early or late against the wall clock the deadline is read on).
+DEADLINE_SLACK_SECONDS = 0.05
 
 
 @dataclass

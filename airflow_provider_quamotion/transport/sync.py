@@ -200,7 +200,7 @@ class QuamotionSession(requests.Session):
             try:
                 return attempt()
             except requests.RequestException as exc:
-                error = transport_error(method, full_url, exc)
+                error = transport_error(method, full_url, exc, time_left())
                 if isinstance(exc, requests.exceptions.SSLError):
                     raise error from exc  # a certificate problem does not go away by retrying
                 if retry_decision(self.settings.retry, retry_as, sent=_requests_failure_sent(exc)):

@@ -10,7 +10,11 @@ from hypothesis import strategies as st
 from urllib3.util import parse_url
 from yarl import URL
 
-from airflow_provider_quamotion.exceptions import QuamotionError, QuamotionInsecureRequestError
+from airflow_provider_quamotion.exceptions import (
+    QuamotionError,
+    QuamotionInsecureRequestError,
+    QuamotionTimeoutError,
+)
 from airflow_provider_quamotion.settings import RetryPolicy, settings_from_connection
 from airflow_provider_quamotion.transport.policy import (
     Retrier,
@@ -22,6 +26,7 @@ from airflow_provider_quamotion.transport.policy import (
     request_label,
     resolve_url,
     retrier,
+    transport_error,
     wait_seconds,
 )
 from airflow_provider_quamotion.transport.sync import QuamotionSession
@@ -85,6 +90,18 @@ def test_a_remembered_resolution_never_remembers_a_refusal() -> None:
     assert resolve_url(BASE, "testRun", _root) != resolve_url("https://own.example:9443", "testRun", _root)
     with pytest.raises(QuamotionInsecureRequestError):
         resolve_url("https://own.example:9443", BASE + "/api/version", _root)
+
+
+def test_a_timeout_at_the_caller_s_deadline_is_the_deadline_s_not_the_server_s() -> None:
+    timeout = TimeoutError()
+    cut = transport_error("GET", BASE + "/api/testRun", timeout, time_left=0.0)
+    assert isinstance(cut, QuamotionTimeoutError) and "deadline passed" in str(cut)
+    slow = transport_error("GET", BASE + "/api/testRun", timeout, time_left=20.0)
+    assert isinstance(slow, QuamotionError) and not isinstance(slow, QuamotionTimeoutError)
+    assert "Raise 'timeout'" in str(slow)
+    assert "Raise 'timeout'" in str(transport_error("GET", BASE + "/x", timeout))  # no deadline
+    refused = transport_error("GET", BASE + "/x", ConnectionRefusedError(), time_left=0.0)
+    assert not isinstance(refused, QuamotionTimeoutError)  # only a timeout is the deadline's
 
 
 def test_a_request_is_named_by_its_method_and_path_never_its_query() -> None:
