@@ -4,16 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-#: key -> (what, comparison, goal); comparison is "<=", ">=", "==" or "report".
-GOALS: dict[str, tuple[str, str, float | None]] = {
-    "token_requests_per_1000_calls": (
-        "token requests, 1,000 API calls through fresh hooks in one process",
-        "<=",
-        1,
-    ),
-    "trigger_token_requests": ("token requests, 1,000 test-run triggers polling in one event loop", "<=", 1),
-    "trigger_loop_lag_p99_ms": ("event-loop lag p99 during those triggers, ms", "<=", 100),
-    "peak_rss_per_trigger_kb": ("peak RSS per trigger, KiB", "report", None),
+#: The 10,000-trigger goals, measured twice: with Python's default collector and tuned.
+_TRIGGER_10K: dict[str, tuple[str, str, float | None]] = {
     "trigger_10k_timeouts": (
         "10,000 test-run triggers (poll 2 s, runs ~60 s) in one event loop: timeouts",
         "==",
@@ -27,19 +19,24 @@ GOALS: dict[str, tuple[str, str, float | None]] = {
         ">=",
         0.8,
     ),
-    "trigger_10k_gc_tuned_timeouts": (
-        "the same 10,000 triggers, garbage collector tuned (tuning.tune_triggerer_gc, the Sizing page): timeouts",
-        "==",
-        0,
+}
+
+#: key -> (what, comparison, goal); comparison is "<=", ">=", "==" or "report".
+GOALS: dict[str, tuple[str, str, float | None]] = {
+    "token_requests_per_1000_calls": (
+        "token requests, 1,000 API calls through fresh hooks in one process",
+        "<=",
+        1,
     ),
-    "trigger_10k_gc_tuned_loop_lag_p99_ms": ("event-loop lag p99 of the tuned run, ms", "<=", 100),
-    "trigger_10k_gc_tuned_loop_lag_max_ms": ("event-loop lag max of the tuned run, ms", "<=", 1000),
-    "trigger_10k_gc_tuned_token_requests": ("token requests of the tuned run", "<=", 1),
-    "trigger_10k_gc_tuned_requests_per_s_over_ideal": (
-        "the tuned run's polls/s / min(triggers / poll interval, what the sandbox serves)",
-        ">=",
-        0.8,
-    ),
+    "trigger_token_requests": ("token requests, 1,000 test-run triggers polling in one event loop", "<=", 1),
+    "trigger_loop_lag_p99_ms": ("event-loop lag p99 during those triggers, ms", "<=", 100),
+    "peak_rss_per_trigger_kb": ("peak RSS per trigger, KiB", "report", None),
+    **_TRIGGER_10K,
+    # the same goals for the run with the collector tuned (tuning.tune_triggerer_gc, the Sizing page)
+    **{
+        key.replace("trigger_10k_", "trigger_10k_gc_tuned_"): (f"{what} (collector tuned)", op, goal)
+        for key, (what, op, goal) in _TRIGGER_10K.items()
+    },
     "export_1m_peak_rss_over_10k": ("peak RSS exporting 1,000,000 test runs / 10,000", "<=", 1.5),
     "s3_export_peak_rss_over_local": (
         "peak RSS exporting 500,000 test runs to S3 (moto) / to a local file",

@@ -7,7 +7,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -30,6 +30,7 @@ from airflow_provider_quamotion.transport.policy import (
     dropped_retry_after,
     error_for_status,
     origin_of,
+    request_label,
     resolve_url,
     retrier,
     retry_after_seconds,
@@ -171,7 +172,7 @@ class QuamotionSession(requests.Session):
         timeout = kwargs.pop("timeout", self.settings.timeout)
         if not self.follow_redirects:
             kwargs["allow_redirects"] = False
-        where = f"{method} {urlsplit(full_url).path}"
+        where = request_label(method, full_url)
         rewind = _rewinder(kwargs.get("files"), kwargs.get("data"))
 
         def attempt() -> requests.Response:
@@ -236,7 +237,7 @@ class QuamotionSession(requests.Session):
         register_secret(token)
         response = super().request(method, url, headers=with_bearer(kwargs.get("headers"), token), **rest)
         if response.status_code == 401:
-            log.info("%s %s: HTTP 401, renewing the token and trying once more", method, urlsplit(url).path)
+            log.info("%s: HTTP 401, renewing the token and trying once more", request_label(method, url))
             response.close()
             self.token_provider.invalidate(token)
             _rewinder(kwargs.get("files"), kwargs.get("data"))()
